@@ -1,0 +1,1 @@
+"""Dosing, temperature and LED automations and their base."""

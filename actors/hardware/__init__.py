@@ -1,0 +1,1 @@
+"""Driver actors that own hardware, their backends, and the simulated vessel."""
