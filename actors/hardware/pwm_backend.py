@@ -1,0 +1,57 @@
+"""PWM backends: the only code that sets a duty cycle on a pin. Plain classes, no actors.
+
+Only the PWM driver actor calls a backend. The simulated backend drives a simulated stirring motor
+whose hall sensor the driver reads; the pigpio and lgpio backends slot in beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from actors.clock import Clock
+from actors.hardware.description import PWM_PINS
+from actors.hardware.sim_motor import StirMotor
+
+
+class PwmBackend(Protocol):
+    def set_duty(self, pin: int, duty: float) -> None: ...
+
+    def hall_edges(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SimPwmBackend:
+    """Pins kept in memory; the stirring pin turns a :class:`StirMotor` advanced by the node clock."""
+
+    def __init__(self, clock: Clock, motor: StirMotor | None = None) -> None:
+        self.clock = clock
+        self.motor = motor or StirMotor()
+        self.duties: dict[int, float] = {}
+        self._last = clock.now()
+
+    def _advance(self) -> None:
+        now = self.clock.now()
+        if now > self._last:
+            self.motor.advance(now - self._last)
+        self._last = max(self._last, now)
+
+    def set_duty(self, pin: int, duty: float) -> None:
+        self._advance()
+        self.duties[pin] = duty
+        if pin == PWM_PINS["stirring"]:
+            self.motor.set_duty(duty)
+
+    def hall_edges(self) -> int:
+        self._advance()
+        return self.motor.hall_edges
+
+    def set_fault(self, knob: str, on: bool) -> None:
+        if knob != "stalled_motor":
+            raise ValueError(f"unknown fault knob {knob!r}; known: stalled_motor")
+        self._advance()
+        self.motor.stalled = on
+
+    def close(self) -> None:
+        for pin in list(self.duties):
+            self.set_duty(pin, 0.0)

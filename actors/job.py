@@ -1,0 +1,76 @@
+"""The job base: what every job (built-in or plugin) subclasses.
+
+A job is a plain class. It declares its published settings as data and reacts to a few hooks; it
+reaches the world only through its :class:`JobContext` (timers on the node clock, hardware requests,
+publishing, logging), which the job host actor provides. That keeps jobs testable without actors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Protocol
+
+from actors.clock import Clock
+from actors.settings import Setting
+
+# `pio kill --all` stops jobs in this order (the reference's): pumps first, LEDs last.
+PUMPS, HEATING, AUTOMATIONS, OTHERS, LEDS = 0, 1, 2, 3, 4
+
+
+class JobContext(Protocol):
+    unit: str
+    experiment: str
+    job: str
+    clock: Clock
+    values: dict[str, Any]
+
+    def ready(self) -> None: ...
+
+    def update(self, name: str, value: Any) -> None: ...
+
+    def publish(self, attr: str, payload: Any, retain: bool = False, qos: int = 0) -> None: ...
+
+    def log(self, level: str, message: str) -> None: ...
+
+    def after(self, sim_seconds: float, callback: Callable[[], None], name: str | None = None) -> str: ...
+
+    def every(self, sim_seconds: float, callback: Callable[[], None], name: str) -> str: ...
+
+    def cancel(self, name: str) -> None: ...
+
+    def acquire(self, driver: str, channel: str, callback: Callable[[bool, str | None], None]) -> None: ...
+
+    def set_duty(self, channel: str, duty: float) -> None: ...
+
+    def read_hall_edges(self, callback: Callable[[int, float], None]) -> None: ...
+
+    def fail(self, reason: str) -> None: ...
+
+
+class Job:
+    """Subclass, set ``name`` and ``settings``, and override the hooks you need.
+
+    A setting ``x`` may have a hook ``apply_x(value) -> value`` that acts on a `/set` and returns the
+    value to publish (or raises :class:`actors.settings.SettingError` to refuse it). Without a hook the
+    value is simply stored and published.
+    """
+
+    name: ClassVar[str] = ""
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    kill_priority: ClassVar[int] = OTHERS
+    long_running: ClassVar[bool] = False  # excluded from `pio kill --all`, like the reference's monitor
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+
+    def start(self) -> None:
+        """Called in ``init``. Acquire hardware, arm timers, then call ``self.ctx.ready()``."""
+        self.ctx.ready()
+
+    def on_sleep(self) -> None:
+        """``ready -> sleeping``: pause, putting outputs in their safe state."""
+
+    def on_wake(self) -> None:
+        """``sleeping -> ready``: resume."""
+
+    def on_stop(self) -> None:
+        """``-> disconnected``: put every output in its safe state. Must not raise."""

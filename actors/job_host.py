@@ -1,0 +1,438 @@
+"""The job host: the actor (one OS process) that runs one job.
+
+It gives the job its :class:`~actors.job.JobContext`, owns the job's lifecycle state (from the table in
+:mod:`actors.lifecycle`), casts and validates `/set` requests against the job's declared settings, and
+publishes state and settings through the bridge.
+
+Fresh code at each start: Thespian's admin keeps the modules it imported, and every actor process is
+forked from its parent with the parent's modules. So the host drops the job's modules from
+``sys.modules`` and imports the job's source again, in its own new process, before building the job.
+An edited job or automation file, or a new drop-in plugin, is picked up by the next ``pio run``.
+
+If a job's code raises, the host logs it and exits; the supervisor sees the exit and applies its
+restart policy. No job limps on with half-updated state.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import traceback
+import uuid
+from typing import Any, Callable
+
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
+
+from actors import lifecycle, topics
+from actors.clock import Clock, Ticker, utc_iso
+from actors.job import Job
+from actors.lifecycle import State
+from actors.messages import (
+    AcquireChannel,
+    ApplySetting,
+    BridgeChanged,
+    HallEdges,
+    JobConfig,
+    JobStateReport,
+    MqttMessage,
+    Publish,
+    ReadHallEdges,
+    ReleaseChannel,
+    RenewLease,
+    Reply,
+    SetDuty,
+    SettingsReport,
+    StartJob,
+    Subscribe,
+    Unsubscribe,
+)
+from actors.settings import Setting, SettingError, check_settable, index
+
+log = logging.getLogger("job")
+
+LEASE_RENEW_SECONDS = 2.0  # real seconds; the PWM driver zeroes a channel after 10 s of silence
+
+# Framework modules keep their identity across reloads (message classes, the job base); everything
+# else of ours is imported fresh in each job process.
+_FRAMEWORK = {
+    "actors",
+    "actors.messages",
+    "actors.job",
+    "actors.job_host",
+    "actors.settings",
+    "actors.lifecycle",
+    "actors.clock",
+    "actors.topics",
+    "actors.actor_system",
+}
+_OURS = ("actors.", "worker.", "leader.")
+
+
+def load_job_class(source: str, job_name: str) -> type[Job]:
+    """Import ``source`` fresh and return the Job subclass it names."""
+    for name in list(sys.modules):
+        if name.startswith(_OURS) and name not in _FRAMEWORK or name.startswith("pioactors_plugin_"):
+            del sys.modules[name]
+    importlib.invalidate_caches()
+    if source.startswith("file:"):
+        path = source[len("file:"):]
+        mod_name = "pioactors_plugin_" + job_name
+        spec = importlib.util.spec_from_file_location(mod_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load plugin file {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_name] = module
+        spec.loader.exec_module(module)
+        candidates = [
+            v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Job) and v is not Job and v.name == job_name
+        ]
+        if not candidates:
+            raise ImportError(f"{path} defines no Job subclass with name = {job_name!r}")
+        return candidates[0]
+    module_name, _, class_name = source.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Job)):
+        raise ImportError(f"{source} is not a Job subclass")
+    return cls
+
+
+def initial_values(specs: dict[str, Setting], raw: dict[str, str]) -> dict[str, Any]:
+    """Defaults overlaid with the given text values, each cast and checked; unknown names refused."""
+    values = {name: spec.default for name, spec in specs.items()}
+    for name, text in raw.items():
+        spec = specs.get(name)
+        if spec is None or not (spec.settable or spec.startup):
+            known = ", ".join(s.option for s in specs.values() if s.settable or s.startup) or "none"
+            raise SettingError(f"unknown option --{name.replace('_', '-')}; options are: {known}")
+        values[name] = spec.parse(text)
+    return values
+
+
+class JobHost(ActorTypeDispatcher):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: JobConfig | None = None
+        self.job: Job | None = None
+        self.specs: dict[str, Setting] = {}
+        self.values: dict[str, Any] = {}
+        self.state = State.INIT
+        self.clock = Clock()
+        self.unit = self.experiment = self.job_name = ""
+        self.bridge: Any = None
+        self.timers: dict[str, tuple[int, Callable[[], None], Ticker | None]] = {}
+        self.timer_gen = 0
+        self.pending: dict[str, Callable[[Any], None]] = {}
+        self.held: dict[str, set[str]] = {}  # driver -> channels
+        self.crashed = False
+        self.stopped = False
+
+    # --- dispatch with the crash rule -------------------------------------------------------------
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        if self.crashed and not isinstance(message, ActorExitRequest):
+            return None
+        try:
+            return super().receiveMessage(message, sender)
+        except Exception:
+            self._crash(f"error while handling {type(message).__name__}:\n{traceback.format_exc()}")
+            return None
+
+    def _crash(self, reason: str) -> None:
+        if self.crashed:
+            return
+        self.crashed = True
+        log.error("%s crashed: %s", self.job_name or "job", reason)
+        self.log("ERROR", f"{self.job_name} crashed: {reason.splitlines()[-1] if reason else ''}")
+        self.send(self.myAddress, ActorExitRequest())
+
+    # --- start ------------------------------------------------------------------------------------
+
+    def receiveMsg_StartJob(self, msg: StartJob, sender: Any) -> None:
+        cfg = msg.config
+        self.config = cfg
+        self.unit, self.experiment, self.job_name = cfg.unit, cfg.experiment, cfg.job
+        self.bridge = cfg.bridge
+        self.clock = Clock(time_scale=cfg.node.time_scale, anchor=cfg.node.clock_anchor)
+        try:
+            cls = load_job_class(cfg.source, cfg.job)
+            self.specs = index(cls.settings)
+            self.values = initial_values(self.specs, cfg.settings)
+        except Exception as e:  # a bad option or broken job code: report, then leave
+            error = str(e) if isinstance(e, (SettingError, ImportError)) else f"{type(e).__name__}: {e}"
+            self._report_state(error=error)
+            self.stopped = True
+            self.send(self.myAddress, ActorExitRequest())
+            return
+        self.kill_priority = cls.kill_priority
+        self.long_running = cls.long_running
+        self._publish_state()
+        self.send(self.bridge, Subscribe(filters=self._set_filters()))
+        self.job = cls(self)
+        for name in self.specs:
+            self._publish_setting(name)
+        self._report_settings()
+        self.every(LEASE_RENEW_SECONDS * self.clock.time_scale, self._renew_leases, "$lease")
+        self.job.start()
+
+    def _set_filters(self) -> tuple[str, ...]:
+        return (
+            topics.job_topic(self.unit, self.experiment, self.job_name, "+/set"),
+            topics.job_topic(topics.BROADCAST, self.experiment, self.job_name, "+/set"),
+        )
+
+    # --- JobContext -------------------------------------------------------------------------------
+
+    @property
+    def job_attr(self) -> str:
+        return self.job_name
+
+    def ready(self) -> None:
+        if self.state == State.INIT:
+            self._transition(State.READY)
+
+    def update(self, name: str, value: Any) -> None:
+        if name not in self.specs:
+            raise KeyError(f"{self.job_name} has no setting {name!r}")
+        if self.values.get(name) == value:
+            return
+        self.values[name] = value
+        self._publish_setting(name)
+        self._report_settings()
+
+    def publish(self, attr: str, payload: Any, retain: bool = False, qos: int = 0) -> None:
+        topic = topics.job_topic(self.unit, self.experiment, self.job_name, attr)
+        self.send(self.bridge, Publish(topic=topic, payload=topics.encode(payload), retain=retain, qos=qos))
+
+    def log(self, level: str, message: str) -> None:
+        level = level.upper()
+        log.log(logging.getLevelName(level) if level != "NOTICE" else logging.INFO, "%s: %s", self.job_name, message)
+        if self.bridge is None or level == "DEBUG":
+            return
+        now = utc_iso(self.clock.now())
+        payload = {"message": message, "level": level, "task": self.job_name, "source": "app", "timestamp": now}
+        topic = topics.log_topic(self.unit, self.experiment, "app", level)
+        self.send(self.bridge, Publish(topic=topic, payload=json.dumps(payload), qos=1))
+
+    def after(self, sim_seconds: float, callback: Callable[[], None], name: str | None = None) -> str:
+        name = name or f"$once-{uuid.uuid4().hex[:8]}"
+        self.timer_gen += 1
+        self.timers[name] = (self.timer_gen, callback, None)
+        self.wakeupAfter(self.clock.real_delay(sim_seconds), payload=(name, self.timer_gen))
+        return name
+
+    def every(self, sim_seconds: float, callback: Callable[[], None], name: str) -> str:
+        self.timer_gen += 1
+        ticker = Ticker(self.clock.real_delay(sim_seconds), start=_monotonic())
+        self.timers[name] = (self.timer_gen, callback, ticker)
+        self.wakeupAfter(ticker.next_delay(_monotonic()), payload=(name, self.timer_gen))
+        return name
+
+    def cancel(self, name: str) -> None:
+        self.timers.pop(name, None)
+
+    def acquire(self, driver: str, channel: str, callback: Callable[[bool, str | None], None]) -> None:
+        assert self.config is not None
+        address = self.config.drivers.get(driver)
+        if address is None:
+            callback(False, f"this node has no {driver} driver")
+            return
+
+        def done(reply: Reply) -> None:
+            if reply.ok:
+                self.held.setdefault(driver, set()).add(channel)
+            callback(reply.ok, reply.error)
+
+        request_id = self._expect(done)
+        self.send(address, AcquireChannel(request_id=request_id, channel=channel, owner=self.job_name))
+
+    def set_duty(self, channel: str, duty: float) -> None:
+        assert self.config is not None
+        self.send(self.config.drivers["pwm"], SetDuty(channel=channel, duty=float(duty)))
+
+    def read_hall_edges(self, callback: Callable[[int, float], None]) -> None:
+        assert self.config is not None
+        request_id = self._expect(lambda reply: callback(reply.edges, reply.at))
+        self.send(self.config.drivers["pwm"], ReadHallEdges(request_id=request_id))
+
+    def fail(self, reason: str) -> None:
+        """A job that cannot go on (hardware refused, impossible state) exits; the supervisor decides."""
+        self._crash(reason)
+
+    # --- messages ---------------------------------------------------------------------------------
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, _sender: Any) -> None:
+        if not isinstance(msg.payload, tuple) or self.stopped:
+            return
+        name, gen = msg.payload
+        entry = self.timers.get(name)
+        if entry is None or entry[0] != gen:
+            return  # cancelled or re-armed since
+        _, callback, ticker = entry
+        if ticker is None:
+            del self.timers[name]
+        else:  # re-arm first, so a failing callback cannot end the chain
+            self.wakeupAfter(ticker.next_delay(_monotonic()), payload=(name, gen))
+        if self.state in (State.READY, State.INIT) or name == "$lease":
+            callback()
+
+    def receiveMsg_Reply(self, msg: Reply, _sender: Any) -> None:
+        callback = self.pending.pop(msg.request_id, None)
+        if callback is not None:
+            callback(msg)
+
+    def receiveMsg_HallEdges(self, msg: HallEdges, _sender: Any) -> None:
+        callback = self.pending.pop(msg.request_id, None)
+        if callback is not None:
+            callback(msg)
+
+    def receiveMsg_MqttMessage(self, msg: MqttMessage, _sender: Any) -> None:
+        request = topics.parse_set_topic(msg.topic)
+        if request is None or msg.retain:
+            return  # a retained /set is a stale command, never applied (as in the reference)
+        self._apply(ApplySetting(request_id="", setting=request.attr, value=msg.payload, source="mqtt"))
+
+    def receiveMsg_ApplySetting(self, msg: ApplySetting, sender: Any) -> None:
+        ok, error, value = self._apply(msg)
+        self.send(sender, Reply(request_id=msg.request_id, ok=ok, error=error, result=value))
+
+    def receiveMsg_BridgeChanged(self, msg: BridgeChanged, _sender: Any) -> None:
+        self.bridge = msg.bridge
+        self.send(self.bridge, Subscribe(filters=self._set_filters()))
+        self._publish_state()
+        for name in self.specs:
+            self._publish_setting(name)
+
+    def receiveMsg_ActorExitRequest(self, _msg: ActorExitRequest, _sender: Any) -> None:
+        if self.job is not None and not self.crashed and self.state not in (State.DISCONNECTED, State.LOST):
+            self._transition(State.DISCONNECTED)
+        elif self.job is not None and self.crashed:
+            try:
+                self.job.on_stop()
+            except Exception:
+                log.exception("%s: on_stop failed while crashing", self.job_name)
+        self._release_all()
+        if self.bridge is not None and self.job is not None:
+            if not self.crashed:
+                for name, spec in self.specs.items():
+                    if not spec.persist:
+                        topic = topics.job_topic(self.unit, self.experiment, self.job_name, name)
+                        self.send(self.bridge, Publish(topic=topic, payload="", retain=True, qos=1))
+            self.send(self.bridge, Unsubscribe())
+        self.stopped = True
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _apply(self, msg: ApplySetting) -> tuple[bool, str | None, Any]:
+        if msg.setting in (topics.STATE, "state"):
+            return self._apply_state(msg)
+        try:
+            spec = check_settable(self.specs, msg.setting.lstrip("$"))
+            value = spec.parse(msg.value)
+            if self.state == State.DISCONNECTED:
+                raise SettingError("the job is disconnected")
+            hook = getattr(self.job, "apply_" + spec.name, None)
+            old = self.values.get(spec.name)
+            if hook is not None:
+                value = hook(value)
+            self.update(spec.name, value)
+        except SettingError as e:
+            self.log("WARNING", f"refused {msg.setting}={msg.value!r} from {msg.source}: {e}")
+            return False, str(e), None
+        unit = f" {spec.unit}" if spec.unit else ""
+        self.log("INFO", f"Updated {spec.name} from {old}{unit} to {value}{unit}.")
+        return True, None, value
+
+    def _apply_state(self, msg: ApplySetting) -> tuple[bool, str | None, Any]:
+        requested = msg.value.strip()
+        reason = lifecycle.refusal(self.state, requested)
+        if reason is not None:
+            self.log("WARNING", f"refused $state={requested!r} from {msg.source}: {reason}")
+            return False, reason, None
+        new = State(requested)
+        if new != self.state:
+            self._transition(new)
+        return True, None, new.value
+
+    def _transition(self, new: State) -> None:
+        old = self.state
+        if not lifecycle.can_transition(old, new):
+            return
+        self.state = new
+        assert self.job is not None
+        hook = {State.SLEEPING: self.job.on_sleep, State.DISCONNECTED: self.job.on_stop}.get(new)
+        if old == State.SLEEPING and new == State.READY:
+            hook = self.job.on_wake
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                # A failing hook is logged and does not stop the transition (reference behaviour).
+                log.exception("%s: %s -> %s hook failed", self.job_name, old, new)
+        self._publish_state()
+        self._report_state()
+        if new in (State.READY, State.DISCONNECTED):
+            self.log("INFO", f"{new.value}.")
+
+    def _publish_state(self) -> None:
+        topic = topics.state_topic(self.unit, self.experiment, self.job_name)
+        self.send(self.bridge, Publish(topic=topic, payload=self.state.value, retain=True, qos=1))
+
+    def _publish_setting(self, name: str) -> None:
+        value = self.values.get(name)
+        if value is None:
+            return
+        topic = topics.job_topic(self.unit, self.experiment, self.job_name, name)
+        self.send(self.bridge, Publish(topic=topic, payload=topics.encode(value), retain=True, qos=1))
+
+    def _report_state(self, error: str | None = None) -> None:
+        assert self.config is not None
+        self.send(
+            self.config.supervisor,
+            JobStateReport(
+                job=self.job_name,
+                generation=self.config.generation,
+                state=self.state.value,
+                pid=os.getpid(),
+                kill_priority=getattr(self, "kill_priority", 3),
+                long_running=getattr(self, "long_running", False),
+                error=error,
+            ),
+        )
+
+    def _report_settings(self) -> None:
+        assert self.config is not None
+        settable = {n: topics.encode(v) for n, v in self.values.items() if self.specs[n].settable and v is not None}
+        values = {n: v for n, v in self.values.items() if v is not None}
+        self.send(
+            self.config.supervisor,
+            SettingsReport(job=self.job_name, generation=self.config.generation, values=values, settable=settable),
+        )
+
+    def _expect(self, callback: Callable[[Any], None]) -> str:
+        request_id = uuid.uuid4().hex
+        self.pending[request_id] = callback
+        return request_id
+
+    def _renew_leases(self) -> None:
+        assert self.config is not None
+        for driver in self.held:
+            self.send(self.config.drivers[driver], RenewLease())
+
+    def _release_all(self) -> None:
+        if self.config is None:
+            return
+        for driver, channels in self.held.items():
+            for channel in channels:
+                self.send(self.config.drivers[driver], ReleaseChannel(channel=channel))
+        self.held.clear()
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()

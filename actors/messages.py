@@ -1,0 +1,294 @@
+"""Every message that crosses an actor boundary on a node, as frozen attrs values.
+
+They are pickled by Thespian, so they stay plain data: keyword-only, fully typed, no behaviour, no
+``init=False`` fields. Replies carry the ``request_id`` of the request they answer, because an
+external ``ask()`` returns whatever message reaches the caller next, late replies included.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+# --- configuration handed down at boot ------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    unit: str
+    experiment: str
+    hardware: str  # "sim" or a HAT version
+    broker_host: str
+    broker_port: int
+    admin_port: int
+    time_scale: float
+    clock_anchor: float  # every process of the node derives simulated time from this
+    state_dir: str  # this node's own directory
+    plugin_dir: str  # drop-in job files: <plugin_dir>/<job_name>.py
+    broker_username: str | None = None
+    broker_password: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class JobConfig:
+    """What a job host needs to start one job; built by the supervisor."""
+
+    job: str
+    source: str  # "module:Class" or "file:/path/plugin.py:Class"
+    unit: str
+    experiment: str
+    settings: dict[str, str]  # raw text values (CLI options or resumed values), parsed by the job
+    node: NodeConfig
+    supervisor: Any
+    bridge: Any
+    drivers: dict[str, Any]
+    generation: int
+
+
+# --- CLI <-> supervisor ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Boot:
+    config: NodeConfig
+
+
+@attrs.frozen(kw_only=True)
+class Hello:
+    """The first thing a CLI asks: confirms the actor system is ours and for which unit."""
+
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class NodeInfo:
+    request_id: str
+    unit: str | None  # None until booted
+    version: str
+    pid: int
+    pgid: int
+    booted: bool
+
+
+@attrs.frozen(kw_only=True)
+class RunJob:
+    request_id: str
+    job: str
+    settings: dict[str, str]
+    experiment: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class KillJobs:
+    request_id: str
+    job: str | None = None  # None: every job but the long-running ones, in the safe order
+
+
+@attrs.frozen(kw_only=True)
+class SetJobSetting:
+    request_id: str
+    job: str
+    setting: str
+    value: str
+
+
+@attrs.frozen(kw_only=True)
+class ListJobs:
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class GetStatus:
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class StopNode:
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Ping:
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class Pong:
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class JobInfo:
+    name: str
+    state: str
+    experiment: str
+    pid: int | None
+    settings: dict[str, Any]
+    restarts: int
+    source: str
+
+
+@attrs.frozen(kw_only=True)
+class Reply:
+    """Generic answer: ``ok`` with a ``result`` payload, or an ``error`` sentence for the user."""
+
+    request_id: str
+    ok: bool
+    error: str | None = None
+    result: Any = None
+
+
+# --- supervisor <-> job host ----------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StartJob:
+    config: JobConfig
+
+
+@attrs.frozen(kw_only=True)
+class JobStateReport:
+    job: str
+    generation: int
+    state: str
+    pid: int
+    kill_priority: int = 3
+    long_running: bool = False
+    error: str | None = None  # set when the job could not start (bad setting, import error)
+
+
+@attrs.frozen(kw_only=True)
+class SettingsReport:
+    """The job's current published values; the supervisor keeps them to resume after a crash."""
+
+    job: str
+    generation: int
+    values: dict[str, Any]
+    settable: dict[str, str]  # name -> raw text, for resuming
+
+
+@attrs.frozen(kw_only=True)
+class ApplySetting:
+    """A `/set` request, from MQTT or from `pio jobs set`; ``setting`` may be ``$state``."""
+
+    request_id: str
+    setting: str
+    value: str
+    source: str = "cli"
+
+
+@attrs.frozen(kw_only=True)
+class BridgeChanged:
+    """The bridge was restarted: republish everything retained and subscribe again."""
+
+    bridge: Any
+
+
+# --- MQTT bridge -----------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Publish:
+    topic: str
+    payload: str
+    retain: bool = False
+    qos: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class Subscribe:
+    """Deliver messages matching these filters to the sender (from the broker and from local publishers)."""
+
+    filters: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class Unsubscribe:
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class MqttMessage:
+    topic: str
+    payload: str
+    retain: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class BridgeStatus:
+    connected: bool
+    broker: str
+    reconnects: int
+    published: int
+    received: int
+    last_error: str | None = None
+
+
+# --- hardware drivers -------------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Wire:
+    """Tells a driver where the bridge is (drivers start before it) and who supervises it."""
+
+    bridge: Any
+    supervisor: Any
+
+
+@attrs.frozen(kw_only=True)
+class AcquireChannel:
+    request_id: str
+    channel: str
+    owner: str  # the owning job's name, for messages and the status
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseChannel:
+    channel: str
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseOwner:
+    """Sent by the supervisor when a job actor exits: every channel it held goes to its safe state."""
+
+    owner: Any
+
+
+@attrs.frozen(kw_only=True)
+class SetDuty:
+    channel: str
+    duty: float
+
+
+@attrs.frozen(kw_only=True)
+class RenewLease:
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class ReadHallEdges:
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class HallEdges:
+    request_id: str
+    edges: int
+    at: float  # simulated time of the count
+
+
+@attrs.frozen(kw_only=True)
+class DriverStatus:
+    driver: str
+    outputs: dict[str, float]
+    owners: dict[str, str]
+
+
+@attrs.frozen(kw_only=True)
+class SimFault:
+    """Switches a simulator fault knob (for tests and demos); ignored by real backends."""
+
+    request_id: str
+    knob: str
+    on: bool

@@ -1,0 +1,495 @@
+"""The node supervisor: the one named, top-level actor of a node.
+
+It starts the drivers first, then the MQTT bridge, then jobs, all as its children, so it hears
+(``ChildActorExited``, within a few ms) when any of them dies. On a job's death it sends the drivers
+``ReleaseOwner`` (outputs to 0 at once), then applies the pure restart policy of
+:mod:`actors.supervision`: restart with back-off, resuming the job's last settings, or give up and mark
+the job ``lost``. A driver or bridge that dies is restarted at once and its dependants are told.
+
+It also answers the ``pio`` CLI: run, kill (in the reference's safe order), list, set, status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import attrs
+from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
+
+import actors
+from actors import topics
+from actors.clock import Clock, utc_iso
+from actors.hardware.pwm_driver import PwmDriver
+from actors.job_host import JobHost
+from actors.messages import (
+    ApplySetting,
+    Boot,
+    BridgeChanged,
+    BridgeStatus,
+    DriverStatus,
+    GetStatus,
+    Hello,
+    JobConfig,
+    JobInfo,
+    JobStateReport,
+    KillJobs,
+    ListJobs,
+    NodeConfig,
+    NodeInfo,
+    Ping,
+    Pong,
+    Publish,
+    ReleaseOwner,
+    Reply,
+    RunJob,
+    SetJobSetting,
+    SettingsReport,
+    SimFault,
+    StartJob,
+    StopNode,
+    Wire,
+)
+from actors.mqtt_bridge import MQTTBridge
+from actors.registry import available_jobs
+from actors.supervision import CrashHistory, RestartPolicy, decide_restart, record_start
+
+log = logging.getLogger("supervisor")
+
+KILL_GRACE_SECONDS = 5.0  # a job that has not exited this long after a stop request is SIGKILLed
+
+
+@attrs.define
+class JobRecord:
+    name: str
+    source: str
+    experiment: str
+    settings: dict[str, str]  # raw text values to (re)start with; updated from the job's reports
+    generation: int = 0
+    address: Any = None
+    state: str = "init"
+    pid: int | None = None
+    values: dict[str, Any] = attrs.field(factory=dict)
+    desired: bool = True
+    stopping: bool = False
+    restart_now: bool = False  # restart at once after exit (a dependency was replaced), not a crash
+    history: CrashHistory = attrs.field(factory=CrashHistory)
+    restarts: int = 0
+    kill_priority: int = 3
+    long_running: bool = False
+    waiters: list[tuple[str, Any]] = attrs.field(factory=list)
+
+    def info(self) -> JobInfo:
+        return JobInfo(
+            name=self.name,
+            state=self.state,
+            experiment=self.experiment,
+            pid=self.pid,
+            settings=dict(self.values),
+            restarts=self.restarts,
+            source=self.source,
+        )
+
+
+@attrs.define
+class KillOperation:
+    request_id: str
+    requester: Any
+    groups: list[list[str]]
+    waiting: set[str] = attrs.field(factory=set)
+    stopped: list[str] = attrs.field(factory=list)
+
+
+class NodeSupervisor(ActorTypeDispatcher):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: NodeConfig | None = None
+        self.clock = Clock()
+        self.policy = RestartPolicy()
+        self.pwm: Any = None
+        self.bridge: Any = None
+        self.jobs: dict[str, JobRecord] = {}
+        self.relays: dict[str, Any] = {}  # request_id -> who asked (replies relayed from children)
+        self.kills: dict[str, KillOperation] = {}
+        self.bridge_status: BridgeStatus | None = None
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.started_at = time.time()
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:
+        try:
+            return super().receiveMessage(message, sender)
+        except Exception:
+            # The supervisor must outlive any bad message: log it, keep going.
+            log.exception("supervisor failed to handle %r", message)
+            if hasattr(message, "request_id") and not isinstance(message, (Reply,)):
+                self.send(sender, Reply(request_id=message.request_id, ok=False, error="internal error; see the node log"))
+            return None
+
+    # --- boot and children ---------------------------------------------------------------------------
+
+    def receiveMsg_Boot(self, msg: Boot, sender: Any) -> None:
+        if self.config is None:
+            self.config = msg.config
+            self.clock = Clock(time_scale=msg.config.time_scale, anchor=msg.config.clock_anchor)
+            self._start_pwm()
+            self._start_bridge()
+            self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
+            log.info("node %s booted (hardware %s, time_scale %s)", msg.config.unit, msg.config.hardware, msg.config.time_scale)
+        self.send(sender, self._node_info(""))
+
+    def _start_pwm(self) -> None:
+        assert self.config is not None
+        self.pwm = self.createActor(PwmDriver)
+        self.send(self.pwm, Boot(config=self.config))
+
+    def _start_bridge(self) -> None:
+        assert self.config is not None
+        self.bridge = self.createActor(MQTTBridge)
+        self.send(self.bridge, Boot(config=self.config))
+
+    def _node_info(self, request_id: str) -> NodeInfo:
+        return NodeInfo(
+            request_id=request_id,
+            unit=self.config.unit if self.config else None,
+            version=actors.__version__,
+            pid=os.getpid(),
+            pgid=os.getpgid(0),
+            booted=self.config is not None,
+        )
+
+    def receiveMsg_Hello(self, msg: Hello, sender: Any) -> None:
+        self.send(sender, self._node_info(msg.request_id))
+
+    def receiveMsg_Ping(self, msg: Ping, sender: Any) -> None:
+        self.send(sender, Pong(request_id=msg.request_id))
+
+    def receiveMsg_BridgeStatus(self, msg: BridgeStatus, _sender: Any) -> None:
+        self.bridge_status = msg
+
+    def receiveMsg_DriverStatus(self, msg: DriverStatus, _sender: Any) -> None:
+        self.outputs[msg.driver] = {"outputs": msg.outputs, "owners": msg.owners}
+
+    # --- CLI requests --------------------------------------------------------------------------------
+
+    def _not_booted(self, request_id: str, sender: Any) -> bool:
+        if self.config is None:
+            self.send(sender, Reply(request_id=request_id, ok=False, error="the node is still starting; try again"))
+            return True
+        return False
+
+    def receiveMsg_RunJob(self, msg: RunJob, sender: Any) -> None:
+        if self._not_booted(msg.request_id, sender):
+            return
+        assert self.config is not None
+        known = available_jobs(self.config.plugin_dir)
+        source = known.get(msg.job)
+        if source is None:
+            names = ", ".join(sorted(known))
+            self.send(sender, Reply(request_id=msg.request_id, ok=False, error=f"unknown job {msg.job!r}; jobs are: {names}"))
+            return
+        record = self.jobs.get(msg.job)
+        if record is not None and record.desired:
+            self.send(
+                sender,
+                Reply(
+                    request_id=msg.request_id,
+                    ok=False,
+                    error=f"{msg.job} is already running on {self.config.unit} (state {record.state}); "
+                    f"change a setting with `pio jobs set {msg.job} <setting> <value>` or stop it with `pio kill {msg.job}`",
+                ),
+            )
+            return
+        record = JobRecord(
+            name=msg.job,
+            source=source,
+            experiment=msg.experiment or self.config.experiment,
+            settings=dict(msg.settings),
+            generation=(record.generation if record else 0),
+        )
+        record.waiters.append((msg.request_id, sender))
+        self.jobs[msg.job] = record
+        self._start_job(record)
+
+    def _start_job(self, record: JobRecord) -> None:
+        assert self.config is not None
+        record.generation += 1
+        record.state = "init"
+        record.pid = None
+        record.stopping = False
+        record.restart_now = False
+        record.address = self.createActor(JobHost)
+        record.history = record_start(record.history, time.monotonic())
+        config = JobConfig(
+            job=record.name,
+            source=record.source,
+            unit=self.config.unit,
+            experiment=record.experiment,
+            settings=dict(record.settings),
+            node=self.config,
+            supervisor=self.myAddress,
+            bridge=self.bridge,
+            drivers={"pwm": self.pwm},
+            generation=record.generation,
+        )
+        self.send(record.address, StartJob(config=config))
+
+    def receiveMsg_SetJobSetting(self, msg: SetJobSetting, sender: Any) -> None:
+        if self._not_booted(msg.request_id, sender):
+            return
+        record = self._running(msg.job, msg.request_id, sender)
+        if record is None:
+            return
+        self.relays[msg.request_id] = sender
+        self.send(record.address, ApplySetting(request_id=msg.request_id, setting=msg.setting, value=msg.value, source="cli"))
+
+    def receiveMsg_SimFault(self, msg: SimFault, sender: Any) -> None:
+        self.relays[msg.request_id] = sender
+        self.send(self.pwm, msg)
+
+    def receiveMsg_Reply(self, msg: Reply, _sender: Any) -> None:
+        requester = self.relays.pop(msg.request_id, None)
+        if requester is not None:
+            self.send(requester, msg)
+
+    def _running(self, job: str, request_id: str, sender: Any) -> JobRecord | None:
+        record = self.jobs.get(job)
+        if record is None or not record.desired or record.address is None:
+            running = ", ".join(sorted(n for n, r in self.jobs.items() if r.desired)) or "none"
+            assert self.config is not None
+            self.send(
+                sender,
+                Reply(request_id=request_id, ok=False, error=f"no job {job!r} is running on {self.config.unit}; running jobs: {running}"),
+            )
+            return None
+        return record
+
+    def receiveMsg_ListJobs(self, msg: ListJobs, sender: Any) -> None:
+        infos = [r.info() for r in sorted(self.jobs.values(), key=lambda r: r.name)]
+        self.send(sender, Reply(request_id=msg.request_id, ok=True, result=infos))
+
+    def receiveMsg_GetStatus(self, msg: GetStatus, sender: Any) -> None:
+        cfg = self.config
+        bridge = self.bridge_status
+        status = {
+            "unit": cfg.unit if cfg else None,
+            "version": actors.__version__,
+            "booted": cfg is not None,
+            "experiment": cfg.experiment if cfg else None,
+            "hardware": cfg.hardware if cfg else None,
+            "time_scale": cfg.time_scale if cfg else None,
+            "admin_port": cfg.admin_port if cfg else None,
+            "state_dir": cfg.state_dir if cfg else None,
+            "supervisor_pid": os.getpid(),
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "broker": {
+                "address": bridge.broker if bridge else (f"{cfg.broker_host}:{cfg.broker_port}" if cfg else None),
+                "connected": bool(bridge and bridge.connected),
+                "last_error": bridge.last_error if bridge else None,
+            },
+            "jobs": {r.name: r.state for r in self.jobs.values()},
+            "outputs": self.outputs,
+        }
+        self.send(sender, Reply(request_id=msg.request_id, ok=True, result=status))
+
+    def receiveMsg_KillJobs(self, msg: KillJobs, sender: Any) -> None:
+        if self._not_booted(msg.request_id, sender):
+            return
+        if msg.job is not None:
+            record = self.jobs.get(msg.job)
+            if record is None or not (record.desired or record.state == "lost"):
+                self._running(msg.job, msg.request_id, sender)  # answers with the error
+                return
+            if record.address is None:  # waiting for a restart, or lost: nothing to stop
+                self._finish(record)
+                self.send(sender, Reply(request_id=msg.request_id, ok=True, result=[msg.job]))
+                return
+            groups = [[msg.job]]
+        else:
+            groups = self._kill_groups(include_long_running=False)
+        self._begin_kill(KillOperation(request_id=msg.request_id, requester=sender, groups=groups))
+
+    def receiveMsg_StopNode(self, msg: StopNode, sender: Any) -> None:
+        groups = self._kill_groups(include_long_running=True)
+        self._begin_kill(KillOperation(request_id=msg.request_id, requester=sender, groups=groups))
+
+    def _kill_groups(self, include_long_running: bool) -> list[list[str]]:
+        for record in list(self.jobs.values()):
+            if record.address is None:
+                self._finish(record)
+        live = [r for r in self.jobs.values() if r.address is not None and (include_long_running or not r.long_running)]
+        priorities = sorted({r.kill_priority for r in live})
+        return [sorted(r.name for r in live if r.kill_priority == p) for p in priorities]
+
+    def _begin_kill(self, op: KillOperation) -> None:
+        self.kills[op.request_id] = op
+        self._next_kill_group(op)
+
+    def _next_kill_group(self, op: KillOperation) -> None:
+        while op.groups and not op.waiting:
+            group = op.groups.pop(0)
+            for name in group:
+                record = self.jobs.get(name)
+                if record is None or record.address is None:
+                    continue
+                record.desired = False
+                record.stopping = True
+                op.waiting.add(name)
+                self.send(record.address, ActorExitRequest())
+            if op.waiting:
+                self.wakeupAfter(KILL_GRACE_SECONDS, payload=("kill-timeout", op.request_id, tuple(sorted(op.waiting))))
+        if not op.waiting and not op.groups:
+            del self.kills[op.request_id]
+            self.send(op.requester, Reply(request_id=op.request_id, ok=True, result=op.stopped))
+
+    # --- reports from jobs ---------------------------------------------------------------------------
+
+    def receiveMsg_JobStateReport(self, msg: JobStateReport, _sender: Any) -> None:
+        record = self.jobs.get(msg.job)
+        if record is None or record.generation != msg.generation:
+            return
+        record.pid = msg.pid
+        record.kill_priority = msg.kill_priority
+        record.long_running = msg.long_running
+        if msg.error is not None:
+            # It could not even start (bad option, broken code): restarting would fail the same way.
+            record.desired = False
+            record.stopping = True
+            self._answer_waiters(record, ok=False, error=msg.error)
+            return
+        record.state = msg.state
+        if msg.state == "ready":
+            self._answer_waiters(record, ok=True)
+        elif msg.state == "disconnected" and not record.stopping:
+            # Asked to disconnect over MQTT (`$state/set disconnected`): it is not wanted any more.
+            record.desired = False
+            record.stopping = True
+            self.send(record.address, ActorExitRequest())
+
+    def receiveMsg_SettingsReport(self, msg: SettingsReport, _sender: Any) -> None:
+        record = self.jobs.get(msg.job)
+        if record is None or record.generation != msg.generation:
+            return
+        record.values = dict(msg.values)
+        record.settings.update(msg.settable)
+
+    def _answer_waiters(self, record: JobRecord, ok: bool, error: str | None = None) -> None:
+        for request_id, requester in record.waiters:
+            self.send(requester, Reply(request_id=request_id, ok=ok, error=error, result=record.info() if ok else None))
+        record.waiters.clear()
+
+    # --- deaths and restarts -------------------------------------------------------------------------
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, _sender: Any) -> None:
+        address = msg.childAddress
+        if address == self.pwm:
+            self._driver_died()
+            return
+        if address == self.bridge:
+            self._bridge_died()
+            return
+        record = next((r for r in self.jobs.values() if r.address == address), None)
+        if record is None:
+            return  # duplicates arrive; unknown addresses are ignored
+        record.address = None
+        self.send(self.pwm, ReleaseOwner(owner=address))
+        if record.restart_now and record.desired:
+            self._start_job(record)
+        elif record.stopping or not record.desired:
+            self._finish(record)
+        else:
+            self._crashed(record)
+
+    def _crashed(self, record: JobRecord) -> None:
+        decision = decide_restart(self.policy, record.history, time.monotonic())
+        record.history = decision.history
+        if decision.restart:
+            record.restarts += 1
+            self._log("WARNING", record, f"{record.name} exited unexpectedly: {decision.reason}")
+            self.wakeupAfter(decision.delay, payload=("restart", record.name, record.generation))
+        else:
+            record.desired = False
+            record.state = "lost"
+            self._log("ERROR", record, f"{record.name} keeps crashing: {decision.reason}. Start it again with `pio run {record.name}`.")
+            self._publish_state(record, "lost")
+            self._answer_waiters(record, ok=False, error=f"{record.name} crashed while starting; see `pio logs`")
+
+    def _finish(self, record: JobRecord) -> None:
+        """A job is gone for good: make the broker say so, answer whoever waits."""
+        if record.state != "lost":
+            self._publish_state(record, "disconnected")
+        if self.jobs.get(record.name) is record:
+            del self.jobs[record.name]
+        self._answer_waiters(record, ok=False, error=f"{record.name} stopped before it was ready; see `pio logs`")
+        for op in list(self.kills.values()):
+            if record.name in op.waiting:
+                op.waiting.discard(record.name)
+                op.stopped.append(record.name)
+                self._next_kill_group(op)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, _sender: Any) -> None:
+        payload = msg.payload
+        if not isinstance(payload, tuple):
+            return
+        if payload[0] == "restart":
+            _, name, generation = payload
+            record = self.jobs.get(name)
+            if record is not None and record.desired and record.address is None and record.generation == generation:
+                self._start_job(record)
+        elif payload[0] == "kill-timeout":
+            _, request_id, names = payload
+            if request_id in self.kills:
+                for name in names:
+                    record = self.jobs.get(name)
+                    if record is not None and record.address is not None and record.pid:
+                        log.warning("%s did not stop within %s s; killing pid %s", name, KILL_GRACE_SECONDS, record.pid)
+                        try:
+                            os.kill(record.pid, 9)
+                        except ProcessLookupError:
+                            pass
+
+    def _driver_died(self) -> None:
+        log.error("the PWM driver died; restarting it and the jobs that use it")
+        self._start_pwm()
+        self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
+        for record in self.jobs.values():
+            if record.address is not None and record.desired:
+                record.restart_now = True
+                self.send(record.address, ActorExitRequest())
+
+    def _bridge_died(self) -> None:
+        log.error("the MQTT bridge died; restarting it")
+        self._start_bridge()
+        self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
+        for record in self.jobs.values():
+            if record.address is not None:
+                self.send(record.address, BridgeChanged(bridge=self.bridge))
+
+    def receiveMsg_ActorExitRequest(self, _msg: ActorExitRequest, _sender: Any) -> None:
+        log.info("supervisor stopping")
+
+    # --- publishing ------------------------------------------------------------------------------------
+
+    def _publish_state(self, record: JobRecord, state: str) -> None:
+        if self.bridge is None or self.config is None:
+            return
+        topic = topics.state_topic(self.config.unit, record.experiment, record.name)
+        self.send(self.bridge, Publish(topic=topic, payload=state, retain=True, qos=1))
+
+    def _log(self, level: str, record: JobRecord, message: str) -> None:
+        log.log(logging.getLevelName(level), message)
+        if self.bridge is None or self.config is None:
+            return
+        import json
+
+        payload = {
+            "message": message,
+            "level": level,
+            "task": record.name,
+            "source": "supervisor",
+            "timestamp": utc_iso(self.clock.now()),
+        }
+        topic = topics.log_topic(self.config.unit, record.experiment, "supervisor", level)
+        self.send(self.bridge, Publish(topic=topic, payload=json.dumps(payload), qos=1))
+

@@ -1,0 +1,92 @@
+"""MQTT topic builders and payload encoding: the only place the wire format is spelled.
+
+Topics follow the reference convention ``pioreactor/<unit>/<experiment>/<job>/<attr>``. Our own
+additions sit under names starting with ``$`` (for example ``pioreactor/<unit>/$node/$state``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+ROOT = "pioreactor"
+BROADCAST = "$broadcast"
+NO_EXPERIMENT = "$experiment"  # long-running jobs and system logs live outside any experiment
+NODE = "$node"
+STATE = "$state"
+SET = "set"
+
+
+def job_topic(unit: str, experiment: str, job: str, attr: str) -> str:
+    return f"{ROOT}/{unit}/{experiment}/{job}/{attr}"
+
+
+def state_topic(unit: str, experiment: str, job: str) -> str:
+    return job_topic(unit, experiment, job, STATE)
+
+
+def set_topic(unit: str, experiment: str, job: str, attr: str) -> str:
+    return job_topic(unit, experiment, job, attr) + "/" + SET
+
+
+def node_topic(unit: str, attr: str) -> str:
+    """Node-level topics: ``$state`` (last will ``lost``), ``jobs``, ``health``."""
+    return f"{ROOT}/{unit}/{NODE}/{attr}"
+
+
+def log_topic(unit: str, experiment: str, source: str, level: str) -> str:
+    return f"{ROOT}/{unit}/{experiment}/logs/{source}/{level.lower()}"
+
+
+def set_filters(unit: str) -> tuple[str, ...]:
+    """What a node subscribes to for commands: its own `/set` topics and broadcast ones."""
+    return (f"{ROOT}/{unit}/+/+/+/{SET}", f"{ROOT}/{BROADCAST}/+/+/+/{SET}")
+
+
+@attrs.frozen(kw_only=True)
+class SetRequest:
+    unit: str
+    experiment: str
+    job: str
+    attr: str  # without a leading '$' except for "$state"
+
+
+def parse_set_topic(topic: str) -> SetRequest | None:
+    """``pioreactor/<unit>/<exp>/<job>/<attr>/set`` -> its parts, or None for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 6 or parts[0] != ROOT or parts[5] != SET:
+        return None
+    _, unit, experiment, job, attr, _ = parts
+    return SetRequest(unit=unit, experiment=experiment, job=job, attr=attr)
+
+
+def encode(value: Any) -> str:
+    """Scalars go raw (strings as they are, numbers and booleans as JSON); dicts and lists as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def decode(payload: str | bytes) -> Any:
+    """Inverse of :func:`encode` for a consumer that does not know the datatype."""
+    text = payload.decode() if isinstance(payload, bytes) else payload
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching (``+`` one level, ``#`` the rest), for the bridge's local fan-out."""
+    fparts = topic_filter.split("/")
+    tparts = topic.split("/")
+    for i, f in enumerate(fparts):
+        if f == "#":
+            return True
+        if i >= len(tparts):
+            return False
+        if f != "+" and f != tparts[i]:
+            return False
+    return len(fparts) == len(tparts)

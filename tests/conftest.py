@@ -1,0 +1,52 @@
+"""Shared fixtures: a real Mosquitto broker per test and an MQTT watcher on it.
+
+Environment defaults for Thespian are set here, before anything imports thespian.
+"""
+
+import atexit
+import os
+import tempfile
+
+os.environ.setdefault("THESPIAN_BASE_IPADDR", "127.0.0.1")
+_THESPLOG_DIR = tempfile.mkdtemp(prefix="thesplog-")
+os.environ.setdefault("THESPLOG_FILE", os.path.join(_THESPLOG_DIR, "thespian.log"))
+
+
+def _remove_thesplog_dir_if_empty() -> None:
+    try:
+        os.rmdir(_THESPLOG_DIR)  # only succeeds when nothing was logged; logs are kept for debugging
+    except OSError:
+        pass
+
+
+atexit.register(_remove_thesplog_dir_if_empty)
+
+import pytest  # noqa: E402
+
+from tests.support.broker import Mosquitto  # noqa: E402
+from tests.support.mqtt import MqttWatcher  # noqa: E402
+
+
+def pytest_report_header(config):
+    return [f"thespian log: {os.environ['THESPLOG_FILE']}"]
+
+
+@pytest.fixture
+def broker():
+    """A started Mosquitto on a free 127.0.0.1 port; stopped and removed after the test."""
+    mosquitto = Mosquitto()
+    try:
+        mosquitto.start()
+        yield mosquitto
+    finally:
+        mosquitto.cleanup()
+
+
+@pytest.fixture
+def mqtt_watcher(broker):
+    """An MqttWatcher subscribed to pioreactor/# on the test's broker."""
+    watcher = MqttWatcher(broker.host, broker.port)
+    try:
+        yield watcher
+    finally:
+        watcher.close()
