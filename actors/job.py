@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 from actors.clock import Clock
 from actors.settings import Setting
+from actors.supervision import RestartPolicy
 
 # `pio kill --all` stops jobs in this order (the reference's): pumps first, LEDs last.
 PUMPS, HEATING, AUTOMATIONS, OTHERS, LEDS = 0, 1, 2, 3, 4
@@ -58,6 +59,7 @@ class Job:
     settings: ClassVar[tuple[Setting, ...]] = ()
     kill_priority: ClassVar[int] = OTHERS
     long_running: ClassVar[bool] = False  # excluded from `pio kill --all`, like the reference's monitor
+    restart_policy: ClassVar[RestartPolicy] = RestartPolicy()  # how the supervisor treats its crashes
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, WakeupMessage
 
-from actors import lifecycle, topics
+from actors import logs, lifecycle, topics
 from actors.clock import Clock, Ticker, utc_iso
 from actors.job import Job
 from actors.lifecycle import State
@@ -52,7 +52,7 @@ from actors.messages import (
 )
 from actors.settings import Setting, SettingError, check_settable, index
 
-log = logging.getLogger("job")
+log = logs.get("job")
 
 LEASE_RENEW_SECONDS = 2.0  # real seconds; the PWM driver zeroes a channel after 10 s of silence
 
@@ -68,6 +68,8 @@ _FRAMEWORK = {
     "actors.clock",
     "actors.topics",
     "actors.actor_system",
+    "actors.supervision",
+    "actors.logs",
 }
 _OURS = ("actors.", "worker.", "leader.")
 
@@ -170,6 +172,8 @@ class JobHost(ActorTypeDispatcher):
             return
         self.kill_priority = cls.kill_priority
         self.long_running = cls.long_running
+        self.restart_policy = cls.restart_policy
+        self._report_state()  # init: tells the supervisor the job's kill order and restart policy
         self._publish_state()
         self.send(self.bridge, Subscribe(filters=self._set_filters()))
         self.job = cls(self)
@@ -400,6 +404,7 @@ class JobHost(ActorTypeDispatcher):
                 pid=os.getpid(),
                 kill_priority=getattr(self, "kill_priority", 3),
                 long_running=getattr(self, "long_running", False),
+                restart_policy=getattr(self, "restart_policy", None),
                 error=error,
             ),
         )

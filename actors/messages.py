@@ -155,6 +155,7 @@ class JobStateReport:
     pid: int
     kill_priority: int = 3
     long_running: bool = False
+    restart_policy: Any = None  # actors.supervision.RestartPolicy declared by the job class
     error: str | None = None  # set when the job could not start (bad setting, import error)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from thespian.actors import ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
 
-from actors import topics
+from actors import logs, topics
 from actors.messages import (
     Boot,
     BridgeStatus,
@@ -32,7 +32,7 @@ from actors.messages import (
     Unsubscribe,
 )
 
-log = logging.getLogger("mqtt_bridge")
+log = logs.get("mqtt_bridge")
 
 TICK_SECONDS = 0.5
 KEEPALIVE_SECONDS = 10
@@ -64,7 +64,8 @@ class MQTTBridge(ActorTypeDispatcher):
         self.client: Any = None
         self.connected = False
         self.connect_called = False
-        self.routes: dict[Any, tuple[str, ...]] = {}
+        self.closing = False
+        self.routes: list[tuple[Any, tuple[str, ...]]] = []  # (subscriber, filters); addresses are not hashable
         self.retained: dict[str, tuple[str, int]] = {}
         self.backoff = Backoff()
         self.retry_in = 0.0  # seconds of ticks left before the next connection attempt
@@ -145,7 +146,7 @@ class MQTTBridge(ActorTypeDispatcher):
         self.backoff.reset()
         self.last_error = None
         log.info("connected to broker %s", self._broker())
-        filters = sorted({f for fs in self.routes.values() for f in fs})
+        filters = sorted({f for _, fs in self.routes for f in fs})
         if filters:
             options = mqtt.SubscribeOptions(qos=1, noLocal=True)
             client.subscribe([(f, options) for f in filters])
@@ -156,7 +157,7 @@ class MQTTBridge(ActorTypeDispatcher):
         self._report()
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
-        was = self.connected
+        was = self.connected and not self.closing
         self.connected = False
         self.retry_in = self.backoff.next()
         if was:
@@ -208,8 +209,10 @@ class MQTTBridge(ActorTypeDispatcher):
         self.published += 1
 
     def receiveMsg_Subscribe(self, msg: Subscribe, sender: Any) -> None:
-        known = {f for fs in self.routes.values() for f in fs}
-        self.routes[sender] = tuple(sorted(set(self.routes.get(sender, ())) | set(msg.filters)))
+        known = {f for _, fs in self.routes for f in fs}
+        mine = next((fs for address, fs in self.routes if address == sender), ())
+        self.routes = [(a, fs) for a, fs in self.routes if a != sender]
+        self.routes.append((sender, tuple(sorted(set(mine) | set(msg.filters)))))
         new = [f for f in msg.filters if f not in known]
         if new and self.connected and self.client is not None:
             import paho.mqtt.client as mqtt
@@ -218,18 +221,19 @@ class MQTTBridge(ActorTypeDispatcher):
             self.client.subscribe([(f, options) for f in new])
 
     def receiveMsg_Unsubscribe(self, _msg: Unsubscribe, sender: Any) -> None:
-        self.routes.pop(sender, None)
+        self.routes = [(a, fs) for a, fs in self.routes if a != sender]
 
     def receiveMsg_ActorExitRequest(self, _msg: Any, _sender: Any) -> None:
         if self.client is not None and self.connected and self.config is not None:
             # A clean stop is not a loss: say so, then leave without triggering the will.
+            self.closing = True
             self.client.publish(topics.node_topic(self.config.unit, topics.STATE), "disconnected", qos=1, retain=True)
             self.client.loop_write()
             self.client.disconnect()
             self.client.loop_write()
 
     def _fan_out(self, message: MqttMessage, origin: Any) -> None:
-        for address, filters in list(self.routes.items()):
+        for address, filters in list(self.routes):
             if address == origin:
                 continue
             if any(topics.matches(f, message.topic) for f in filters):

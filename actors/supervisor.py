@@ -20,7 +20,7 @@ import attrs
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
 import actors
-from actors import topics
+from actors import logs, topics
 from actors.clock import Clock, utc_iso
 from actors.hardware.pwm_driver import PwmDriver
 from actors.job_host import JobHost
@@ -56,7 +56,7 @@ from actors.mqtt_bridge import MQTTBridge
 from actors.registry import available_jobs
 from actors.supervision import CrashHistory, RestartPolicy, decide_restart, record_start
 
-log = logging.getLogger("supervisor")
+log = logs.get("supervisor")
 
 KILL_GRACE_SECONDS = 5.0  # a job that has not exited this long after a stop request is SIGKILLed
 
@@ -79,6 +79,7 @@ class JobRecord:
     restarts: int = 0
     kill_priority: int = 3
     long_running: bool = False
+    policy: RestartPolicy = attrs.field(factory=RestartPolicy)
     waiters: list[tuple[str, Any]] = attrs.field(factory=list)
 
     def info(self) -> JobInfo:
@@ -107,7 +108,6 @@ class NodeSupervisor(ActorTypeDispatcher):
         super().__init__(*args, **kwargs)
         self.config: NodeConfig | None = None
         self.clock = Clock()
-        self.policy = RestartPolicy()
         self.pwm: Any = None
         self.bridge: Any = None
         self.jobs: dict[str, JobRecord] = {}
@@ -116,6 +116,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.bridge_status: BridgeStatus | None = None
         self.outputs: dict[str, dict[str, Any]] = {}
         self.started_at = time.time()
+        self.shutting_down = False  # the node is stopping: children that exit stay down
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         try:
@@ -311,6 +312,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         self._begin_kill(KillOperation(request_id=msg.request_id, requester=sender, groups=groups))
 
     def receiveMsg_StopNode(self, msg: StopNode, sender: Any) -> None:
+        self.shutting_down = True
         groups = self._kill_groups(include_long_running=True)
         self._begin_kill(KillOperation(request_id=msg.request_id, requester=sender, groups=groups))
 
@@ -352,6 +354,8 @@ class NodeSupervisor(ActorTypeDispatcher):
         record.pid = msg.pid
         record.kill_priority = msg.kill_priority
         record.long_running = msg.long_running
+        if isinstance(msg.restart_policy, RestartPolicy):
+            record.policy = msg.restart_policy
         if msg.error is not None:
             # It could not even start (bad option, broken code): restarting would fail the same way.
             record.desired = False
@@ -383,6 +387,8 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, _sender: Any) -> None:
         address = msg.childAddress
+        if self.shutting_down and address in (self.pwm, self.bridge):
+            return
         if address == self.pwm:
             self._driver_died()
             return
@@ -402,7 +408,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             self._crashed(record)
 
     def _crashed(self, record: JobRecord) -> None:
-        decision = decide_restart(self.policy, record.history, time.monotonic())
+        decision = decide_restart(record.policy, record.history, time.monotonic())
         record.history = decision.history
         if decision.restart:
             record.restarts += 1
@@ -467,6 +473,7 @@ class NodeSupervisor(ActorTypeDispatcher):
                 self.send(record.address, BridgeChanged(bridge=self.bridge))
 
     def receiveMsg_ActorExitRequest(self, _msg: ActorExitRequest, _sender: Any) -> None:
+        self.shutting_down = True
         log.info("supervisor stopping")
 
     # --- publishing ------------------------------------------------------------------------------------

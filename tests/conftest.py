@@ -50,3 +50,28 @@ def mqtt_watcher(broker):
         yield watcher
     finally:
         watcher.close()
+
+
+@pytest.fixture
+def node_factory(tmp_path, broker):
+    """Builds real node processes on the test's broker; every one is stopped after the test."""
+    from tests.support.node import Node
+
+    nodes = []
+
+    def make(unit="sim01", time_scale=10.0):
+        node = Node(tmp_path / unit, broker, unit=unit, time_scale=time_scale)
+        nodes.append(node)
+        return node
+
+    try:
+        yield make
+    finally:
+        for node in nodes:
+            node.cleanup()
+
+
+@pytest.fixture
+def node(node_factory):
+    """A started simulated node `sim01` at 10x real time."""
+    return node_factory().start()

@@ -301,7 +301,7 @@ def jobs_list(target: Target, as_json: bool) -> None:
         click.echo(f"{i.name:<24} {i.state:<13} {i.pid or '-':>7}  {i.experiment}")
 
 
-@jobs.command("set")
+@jobs.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("job")
 @click.argument("setting")
 @click.argument("value")

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 from thespian.actors import ActorTypeDispatcher, WakeupMessage
 
-from actors import topics
+from actors import logs, topics
 from actors.clock import Clock
 from actors.hardware.description import PWM_PINS
 from actors.hardware.pwm_backend import PwmBackend, SimPwmBackend
@@ -38,7 +38,7 @@ from actors.messages import (
     Wire,
 )
 
-log = logging.getLogger("pwm_driver")
+log = logs.get("pwm_driver")
 
 LEASE_SECONDS = 10.0  # real seconds without a renewal before a held channel is forced to 0
 TICK_SECONDS = 1.0
@@ -170,7 +170,7 @@ class PwmDriver(ActorTypeDispatcher):
     def _mirror(self) -> None:
         if self.bridge is None:
             return
-        on = {str(PWM_PINS[name]): duty for name, duty in self.duties.items() if duty > 0}
+        on = {str(PWM_PINS[name]): round(duty, 2) for name, duty in self.duties.items() if duty > 0}
         topic = topics.job_topic(self.unit, topics.NO_EXPERIMENT, "pwms", "dc")
         self.send(self.bridge, Publish(topic=topic, payload=json.dumps(on), retain=True))
 
