@@ -65,7 +65,8 @@ def start(port: int, capabilities: dict[str, Any], log_path: str) -> Any:
     from thespian.actors import ActorSystem
 
     caps = {"Admin Port": port, **capabilities}
-    return ActorSystem(BASE, caps, logDefs=log_definitions(log_path))
+    # transientUnique: a daemon that rebuilds a lost system must not get the dead one's handle back.
+    return ActorSystem(BASE, caps, logDefs=log_definitions(log_path), transientUnique=True)
 
 
 def supervisor(asys: Any) -> Any:

@@ -76,8 +76,11 @@ _OURS = ("actors.", "worker.", "leader.")
 
 def load_job_class(source: str, job_name: str) -> type[Job]:
     """Import ``source`` fresh and return the Job subclass it names."""
+    own = source.partition(":")[0] if not source.startswith("file:") else None
     for name in list(sys.modules):
-        if name.startswith(_OURS) and name not in _FRAMEWORK or name.startswith("pioactors_plugin_"):
+        fresh = name.startswith(_OURS) and name not in _FRAMEWORK
+        plugin = name.startswith("pioactors_plugin_") or (own is not None and (name == own or name.startswith(own + ".")))
+        if fresh or plugin:
             del sys.modules[name]
     importlib.invalidate_caches()
     if source.startswith("file:"):
@@ -359,10 +362,10 @@ class JobHost(ActorTypeDispatcher):
             return False, reason, None
         new = State(requested)
         if new != self.state:
-            self._transition(new)
+            self._transition(new, requested=True)
         return True, None, new.value
 
-    def _transition(self, new: State) -> None:
+    def _transition(self, new: State, requested: bool = False) -> None:
         old = self.state
         if not lifecycle.can_transition(old, new):
             return
@@ -378,7 +381,7 @@ class JobHost(ActorTypeDispatcher):
                 # A failing hook is logged and does not stop the transition (reference behaviour).
                 log.exception("%s: %s -> %s hook failed", self.job_name, old, new)
         self._publish_state()
-        self._report_state()
+        self._report_state(requested=requested)
         if new in (State.READY, State.DISCONNECTED):
             self.log("INFO", f"{new.value}.")
 
@@ -393,7 +396,7 @@ class JobHost(ActorTypeDispatcher):
         topic = topics.job_topic(self.unit, self.experiment, self.job_name, name)
         self.send(self.bridge, Publish(topic=topic, payload=topics.encode(value), retain=True, qos=1))
 
-    def _report_state(self, error: str | None = None) -> None:
+    def _report_state(self, error: str | None = None, requested: bool = False) -> None:
         assert self.config is not None
         self.send(
             self.config.supervisor,
@@ -405,6 +408,7 @@ class JobHost(ActorTypeDispatcher):
                 kill_priority=getattr(self, "kill_priority", 3),
                 long_running=getattr(self, "long_running", False),
                 restart_policy=getattr(self, "restart_policy", None),
+                requested=requested,
                 error=error,
             ),
         )

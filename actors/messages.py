@@ -52,6 +52,7 @@ class JobConfig:
 @attrs.frozen(kw_only=True)
 class Boot:
     config: NodeConfig
+    resume: bool = False  # restart the jobs that ran when the node was lost (crash, power cut)
 
 
 @attrs.frozen(kw_only=True)
@@ -156,6 +157,7 @@ class JobStateReport:
     kill_priority: int = 3
     long_running: bool = False
     restart_policy: Any = None  # actors.supervision.RestartPolicy declared by the job class
+    requested: bool = False  # a `disconnected` asked for by a user (`$state/set`), not an exit
     error: str | None = None  # set when the job could not start (bad setting, import error)
 
 

@@ -11,6 +11,7 @@ It also answers the ``pio`` CLI: run, kill (in the reference's safe order), list
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -117,6 +118,8 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.outputs: dict[str, dict[str, Any]] = {}
         self.started_at = time.time()
         self.shutting_down = False  # the node is stopping: children that exit stay down
+        self._saved: str | None = None  # last content written to jobs.json
+        self.keep_jobs_file = False
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         try:
@@ -138,7 +141,48 @@ class NodeSupervisor(ActorTypeDispatcher):
             self._start_bridge()
             self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
             log.info("node %s booted (hardware %s, time_scale %s)", msg.config.unit, msg.config.hardware, msg.config.time_scale)
+            if msg.resume:
+                self._resume_jobs()
+            else:
+                self._save_jobs()
         self.send(sender, self._node_info(""))
+
+    # --- jobs that survive the loss of the node ------------------------------------------------------
+
+    def _jobs_file(self) -> str:
+        assert self.config is not None
+        return os.path.join(self.config.state_dir, "jobs.json")
+
+    def _save_jobs(self) -> None:
+        """Keep the wanted jobs and their settings on disk, so a node that was lost comes back as it was."""
+        if self.config is None or self.keep_jobs_file:
+            return
+        wanted = {
+            r.name: {"source": r.source, "experiment": r.experiment, "settings": r.settings}
+            for r in self.jobs.values()
+            if r.desired
+        }
+        text = json.dumps(wanted, sort_keys=True)
+        if text == self._saved:
+            return
+        tmp = self._jobs_file() + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, self._jobs_file())
+        self._saved = text
+
+    def _resume_jobs(self) -> None:
+        try:
+            with open(self._jobs_file(), encoding="utf-8") as f:
+                wanted = json.load(f)
+        except (OSError, ValueError):
+            return
+        for name, spec in sorted(wanted.items()):
+            log.info("resuming %s after the node was lost", name)
+            record = JobRecord(name=name, source=spec["source"], experiment=spec["experiment"], settings=dict(spec["settings"]))
+            self.jobs[name] = record
+            self._start_job(record)
+        self._save_jobs()
 
     def _start_pwm(self) -> None:
         assert self.config is not None
@@ -212,6 +256,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         record.waiters.append((msg.request_id, sender))
         self.jobs[msg.job] = record
         self._start_job(record)
+        self._save_jobs()
 
     def _start_job(self, record: JobRecord) -> None:
         assert self.config is not None
@@ -339,6 +384,7 @@ class NodeSupervisor(ActorTypeDispatcher):
                 record.stopping = True
                 op.waiting.add(name)
                 self.send(record.address, ActorExitRequest())
+            self._save_jobs()
             if op.waiting:
                 self.wakeupAfter(KILL_GRACE_SECONDS, payload=("kill-timeout", op.request_id, tuple(sorted(op.waiting))))
         if not op.waiting and not op.groups:
@@ -359,15 +405,17 @@ class NodeSupervisor(ActorTypeDispatcher):
         if msg.error is not None:
             # It could not even start (bad option, broken code): restarting would fail the same way.
             record.desired = False
+            self._save_jobs()
             record.stopping = True
             self._answer_waiters(record, ok=False, error=msg.error)
             return
         record.state = msg.state
         if msg.state == "ready":
             self._answer_waiters(record, ok=True)
-        elif msg.state == "disconnected" and not record.stopping:
+        elif msg.state == "disconnected" and msg.requested and not record.stopping:
             # Asked to disconnect over MQTT (`$state/set disconnected`): it is not wanted any more.
             record.desired = False
+            self._save_jobs()
             record.stopping = True
             self.send(record.address, ActorExitRequest())
 
@@ -377,6 +425,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             return
         record.values = dict(msg.values)
         record.settings.update(msg.settable)
+        self._save_jobs()
 
     def _answer_waiters(self, record: JobRecord, ok: bool, error: str | None = None) -> None:
         for request_id, requester in record.waiters:
@@ -417,16 +466,18 @@ class NodeSupervisor(ActorTypeDispatcher):
         else:
             record.desired = False
             record.state = "lost"
+            self._save_jobs()
             self._log("ERROR", record, f"{record.name} keeps crashing: {decision.reason}. Start it again with `pio run {record.name}`.")
             self._publish_state(record, "lost")
             self._answer_waiters(record, ok=False, error=f"{record.name} crashed while starting; see `pio logs`")
 
     def _finish(self, record: JobRecord) -> None:
         """A job is gone for good: make the broker say so, answer whoever waits."""
-        if record.state != "lost":
+        if record.state not in ("lost", "disconnected"):  # the job could not say so itself
             self._publish_state(record, "disconnected")
         if self.jobs.get(record.name) is record:
             del self.jobs[record.name]
+        self._save_jobs()
         self._answer_waiters(record, ok=False, error=f"{record.name} stopped before it was ready; see `pio logs`")
         for op in list(self.kills.values()):
             if record.name in op.waiting:
@@ -473,7 +524,9 @@ class NodeSupervisor(ActorTypeDispatcher):
                 self.send(record.address, BridgeChanged(bridge=self.bridge))
 
     def receiveMsg_ActorExitRequest(self, _msg: ActorExitRequest, _sender: Any) -> None:
+        # Going down without StopNode (a signal, a lost admin): keep jobs.json so the jobs resume.
         self.shutting_down = True
+        self.keep_jobs_file = True
         log.info("supervisor stopping")
 
     # --- publishing ------------------------------------------------------------------------------------

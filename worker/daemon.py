@@ -6,8 +6,9 @@ Run in the foreground (``pio node start --foreground``, or systemd ``Type=simple
 2. starts the Thespian system on the unit's loopback admin port (no threads exist in this process
    before the system forks its actors);
 3. boots the ``NodeSupervisor`` and writes ``node.json`` once the node is up;
-4. pings the supervisor every 2 s; if the actor system stops answering it cleans up and exits 1 so
-   that a service manager restarts it;
+4. watches the admin port and pings the supervisor every 2 s; if the actor system is lost it stops
+   what is left of it and starts it again, resuming the jobs that ran (after repeated losses it exits
+   1 so that a service manager takes over);
 5. on SIGTERM or SIGINT stops the jobs in the safe order, shuts the system down, and makes sure no
    process of the group is left.
 """
@@ -22,12 +23,15 @@ import sys
 import time
 import uuid
 
+from typing import Any
+
 from actors import actor_system
 from actors.messages import Boot, NodeConfig, NodeInfo, Ping, Pong, StopNode
+from actors.supervision import CrashHistory, RestartPolicy, decide_restart, record_start
 from actors.topology import Topology, TopologyError, load
 from worker import node_files
 from worker.node_files import PidFile
-from worker.processes import pid_alive, stop_group
+from worker.processes import admin_pid, pid_alive, stop_group
 
 PING_EVERY = 2.0
 PING_TIMEOUT = 3.0
@@ -58,9 +62,13 @@ def node_config(topology: Topology, unit_name: str) -> NodeConfig:
     )
 
 
-def clear_leftovers(unit: str, admin_port: int) -> None:
-    """Refuse if the node runs; otherwise remove what a crashed earlier run left behind."""
+def clear_leftovers(unit: str, admin_port: int) -> bool:
+    """Refuse if the node runs; otherwise remove what a crashed earlier run left behind.
+
+    Returns True when an earlier run ended without a clean stop (its jobs should be resumed).
+    """
     previous = PidFile.read(unit)
+    crashed = previous is not None
     if previous is not None:
         if previous.daemon_pid != os.getpid() and pid_alive(previous.daemon_pid):
             raise NodeError(f"node {unit} is already running (pid {previous.daemon_pid}); stop it with `pio node stop --unit {unit}`")
@@ -73,6 +81,7 @@ def clear_leftovers(unit: str, admin_port: int) -> None:
             f"admin port {admin_port} of unit {unit} is already in use by another process; "
             f"stop that process or give {unit} another admin_port in the topology"
         )
+    return crashed
 
 
 def run(topology_path: str, unit: str) -> int:
@@ -87,7 +96,7 @@ def run(topology_path: str, unit: str) -> int:
     config = node_config(topology, unit)
     os.makedirs(config.state_dir, exist_ok=True)
     try:
-        clear_leftovers(unit, config.admin_port)
+        resume = clear_leftovers(unit, config.admin_port)
     except NodeError as e:
         print(str(e), file=sys.stderr)
         return 1
@@ -99,61 +108,109 @@ def run(topology_path: str, unit: str) -> int:
 
     import actors.supervisor  # noqa: F401
 
+    stopper = _Stopper()
+    history = CrashHistory()
+    while True:
+        history = record_start(history, time.monotonic())
+        outcome = _run_system(config, resume, stopper)
+        if outcome != LOST:
+            return 0 if outcome == STOPPED else 1
+        decision = decide_restart(SYSTEM_RESTARTS, history, time.monotonic())
+        history = decision.history
+        if not decision.restart:
+            print(f"node {unit}: the actor system keeps failing ({decision.reason}); exiting", file=sys.stderr, flush=True)
+            return 1
+        print(f"node {unit}: the actor system was lost; {decision.reason}", file=sys.stderr, flush=True)
+        if stopper.wait(decision.delay):
+            return 0
+        resume = True
+
+
+STOPPED, LOST, FAILED = "stopped", "lost", "failed"
+# The daemon restarts a lost actor system itself; past this it exits non-zero for a service manager.
+SYSTEM_RESTARTS = RestartPolicy(max_restarts=5, window_seconds=600.0, base_delay=1.0, max_delay=30.0)
+
+
+def _run_system(config: NodeConfig, resume: bool, stopper: "_Stopper") -> str:
+    unit = config.unit
     asys = actor_system.start(config.admin_port, {"pioactors.unit": unit}, os.path.join(config.state_dir, "node.log"))
     pgid = None
+    outcome = FAILED
     try:
         supervisor = actor_system.supervisor(asys)
-        info = asys.ask(supervisor, Boot(config=config), 15)
+        info = asys.ask(supervisor, Boot(config=config, resume=resume), 15)
         if not isinstance(info, NodeInfo) or not info.booted:
             print(f"node {unit} did not boot: {info!r}; see {config.state_dir}/node.log", file=sys.stderr)
-            return 1
+            return FAILED
         pgid = info.pgid
         PidFile(unit=unit, daemon_pid=os.getpid(), pgid=pgid, admin_port=config.admin_port, started_at=time.time()).write()
         print(f"node {unit} up: admin port {config.admin_port}, broker {config.broker_host}:{config.broker_port}", flush=True)
-        code = _watch(asys, supervisor)
-        if code == 0:
+        admin = admin_pid(pgid)
+        if admin is None:
+            print(f"node {unit}: cannot find the actor system's admin process", file=sys.stderr)
+            return FAILED
+        outcome = _watch(asys, supervisor, admin, stopper)
+        if outcome == STOPPED:
             try:
                 asys.ask(supervisor, StopNode(request_id=uuid.uuid4().hex), 20)
             except Exception as e:  # the system may already be going; the group cleanup below still runs
                 print(f"orderly stop of {unit} failed: {e}", file=sys.stderr)
-        return code
+        return outcome
     finally:
-        try:
-            asys.shutdown()
-        except Exception:
-            pass
+        if outcome != LOST:
+            try:
+                asys.shutdown()
+            except Exception:
+                pass
         if pgid is not None:
             stop_group(pgid)
-        PidFile.remove(unit)
+        if outcome != LOST:
+            PidFile.remove(unit)
 
 
-def _watch(asys: object, supervisor: object) -> int:
-    """Block until SIGTERM/SIGINT (return 0) or until the actor system stops answering (return 1)."""
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd)
-    stop = {"requested": False}
+class _Stopper:
+    """SIGTERM/SIGINT, seen through a self-pipe so that waiting for them needs no thread."""
 
-    def request_stop(_signum: int, _frame: object) -> None:
-        stop["requested"] = True
+    def __init__(self) -> None:
+        self.requested = False
+        self.read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd)
+        signal.signal(signal.SIGTERM, self._request)
+        signal.signal(signal.SIGINT, self._request)
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    def _request(self, _signum: int, _frame: object) -> None:
+        self.requested = True
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True if a stop was requested."""
+        if not self.requested:
+            ready, _, _ = select.select([self.read_fd], [], [], seconds)
+            if ready:
+                os.read(self.read_fd, 64)
+        return self.requested
+
+
+def _watch(asys: Any, supervisor: Any, admin: int, stopper: _Stopper) -> str:
+    """Block until a stop is requested (STOPPED) or the actor system is lost (LOST).
+
+    The admin is checked by its pid: actors orphaned by a dead admin still answer pings themselves,
+    and its listening socket, inherited by other actor processes, still accepts connections.
+    """
     misses = 0
-    while not stop["requested"]:
-        ready, _, _ = select.select([read_fd], [], [], PING_EVERY)
-        if ready:
-            os.read(read_fd, 64)
-            continue
+    while not stopper.wait(PING_EVERY):
+        if not pid_alive(admin):
+            print("the actor system's admin is gone", file=sys.stderr, flush=True)
+            return LOST
         try:
-            reply = asys.ask(supervisor, Ping(request_id=uuid.uuid4().hex), PING_TIMEOUT)  # type: ignore[attr-defined]
+            reply = asys.ask(supervisor, Ping(request_id=uuid.uuid4().hex), PING_TIMEOUT)
         except Exception:
             reply = None
         misses = 0 if isinstance(reply, Pong) else misses + 1
         if misses >= MISSES_BEFORE_EXIT:
-            print("the actor system stopped answering; cleaning up and exiting", file=sys.stderr, flush=True)
-            return 1
-    return 0
+            print("the node supervisor stopped answering", file=sys.stderr, flush=True)
+            return LOST
+    return STOPPED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,3 +82,16 @@ def _signal(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def admin_pid(pgid: int) -> int | None:
+    """The Thespian admin of an actor group (titled ``MultiProcAdmin``); the group leader itself is a
+    short-lived intermediate fork, so it is not the admin."""
+    for pid in group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"MultiProcAdmin"):
+                    return pid
+        except OSError:
+            continue
+    return None

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from worker.processes import group_members, pid_alive, stop_group
+from worker.processes import admin_pid, group_members, pid_alive, stop_group
 
 from .broker import Mosquitto, free_port
 from .waiting import wait_until
@@ -98,6 +98,12 @@ class Node:
         info = self.pidfile()
         assert info, "node is not running"
         return int(info["daemon_pid"])
+
+    @property
+    def admin_pid(self) -> int:
+        pid = admin_pid(self.pgid)
+        assert pid, "no admin process found"
+        return pid
 
     def processes(self) -> list[int]:
         """Live actor processes of every actor group this node has had."""
