@@ -14,7 +14,11 @@ from actors.hardware.sim_motor import StirMotor
 
 
 class PwmBackend(Protocol):
+    """Duty cycles are percent (0-100) on BCM pin numbers; ``duty`` reads back what the device holds."""
+
     def set_duty(self, pin: int, duty: float) -> None: ...
+
+    def duty(self, pin: int) -> float: ...
 
     def hall_edges(self) -> int: ...
 
@@ -41,6 +45,9 @@ class SimPwmBackend:
         self.duties[pin] = duty
         if pin == PWM_PINS["stirring"]:
             self.motor.set_duty(duty)
+
+    def duty(self, pin: int) -> float:
+        return self.duties.get(pin, 0.0)
 
     def hall_edges(self) -> int:
         self._advance()
