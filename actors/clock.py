@@ -59,6 +59,8 @@ class Ticker:
         self.count += 1
         due = self.start + self.count * self.period
         if due <= now:  # we fell behind by more than a period: skip missed ticks rather than burst
-            self.count = int((now - self.start) // self.period) + 1
-            due = self.start + self.count * self.period
+            self.count = max(self.count, int((now - self.start) // self.period))
+            while due <= now:  # floor() can land on the boundary itself: step until strictly ahead
+                self.count += 1
+                due = self.start + self.count * self.period
         return due - now
