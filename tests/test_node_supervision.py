@@ -105,3 +105,58 @@ def test_kill_all_stops_jobs_in_the_safe_order(node, mqtt_watcher: MqttWatcher):
     order = wait_until(lambda: len(stopped()) == 5 and stopped(), 10, message="five jobs disconnected")
     assert order == ["pump_a", "warmer", "feeder", "stirring", "lights"]
     assert node.pio_json("jobs", "list") == []
+
+
+def test_a_stalled_stir_bar_is_kicked_and_recovers(node, mqtt_watcher: MqttWatcher):
+    node.pio("run", "stirring", "--target-rpm", "500")
+    rpm = node.topic("stirring", "measured_rpm")
+    mqtt_watcher.wait_for(rpm, lambda p: abs(json.loads(p)["measured_rpm"] - 500) < 50, timeout=15)
+    since = time.monotonic()
+    node.pio("sim", "fault", "stalled_motor", "on")
+    mqtt_watcher.wait_for(rpm, lambda p: json.loads(p)["measured_rpm"] == 0, since=since)
+    warning = mqtt_watcher.wait_for(f"pioreactor/{node.unit}/demo/logs/app/warning", lambda p: "stalled" in p, since=since)
+    assert "kicking" in warning
+    assert node.job("stirring")["settings"]["duty_cycle"] <= 60.0  # recovery never spirals to full power
+    since = time.monotonic()
+    node.pio("sim", "fault", "stalled_motor", "off")
+    mqtt_watcher.wait_for(rpm, lambda p: abs(json.loads(p)["measured_rpm"] - 500) < 75, timeout=30, since=since)
+
+
+def test_an_unknown_fault_knob_is_refused(node):
+    result = node.pio("sim", "fault", "gremlins", "on", check=False)
+    assert result.returncode != 0 and "unknown fault knob 'gremlins'" in result.stderr
+
+
+HUNG = '''
+import time
+
+from actors.job import Job, PUMPS
+
+
+class Hung(Job):
+    name = "hung"
+    kill_priority = PUMPS
+
+    def start(self):
+        self.ctx.acquire("pwm", "media", self.granted)
+
+    def granted(self, ok, error):
+        self.ctx.set_duty("media", 80.0)
+        self.ctx.ready()
+        self.ctx.after(1.0, self.hang)
+
+    def hang(self):
+        time.sleep(60)  # stuck in a handler: no crash, no exit, no lease renewals
+'''
+
+
+def test_a_hung_job_loses_its_channel_when_its_lease_lapses(node, mqtt_watcher: MqttWatcher):
+    node.write_plugin("hung", HUNG)
+    node.pio("run", "hung")
+    mqtt_watcher.wait_for(pwm_topic(node), lambda p: json.loads(p).get("13") == 80.0)
+    on_at = time.monotonic()
+    # The process is alive but silent; the driver forces the pump off after its lease (10 s) lapses.
+    mqtt_watcher.wait_for(pwm_topic(node), "{}", timeout=20, since=on_at)
+    assert time.monotonic() - on_at > 5  # it was the lease, not something else
+    warning = wait_until(lambda: "stopped renewing its lease on media" in node.log_text(), 5, message="lease log line")
+    assert warning

@@ -337,6 +337,26 @@ def status(target: Target, as_json: bool) -> None:
     click.echo("pwm outputs: " + (", ".join(f"{k} {v:.1f}%" for k, v in on.items()) or "all off"))
 
 
+# --- simulator ---------------------------------------------------------------------------------------
+
+
+@pio.group()
+def sim() -> None:
+    """Simulated hardware controls (sim units only)."""
+
+
+@sim.command("fault")
+@click.argument("knob")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@pass_target
+def sim_fault(target: Target, knob: str, state: str) -> None:
+    """Switch a simulator fault KNOB on or off (e.g. stalled_motor)."""
+    from actors.messages import SimFault
+
+    Node(target).request(SimFault(request_id=new_id(), knob=knob, on=state == "on"))
+    click.echo(f"{knob}: {state}")
+
+
 # --- other --------------------------------------------------------------------------------------------
 
 
