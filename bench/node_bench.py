@@ -55,8 +55,10 @@ def memory(pids: list[int]) -> tuple[float, float]:
     return rss / 1024, pss / 1024
 
 
-def set_round_trips(node: Node, broker: Mosquitto, runs: int) -> list[float]:
-    """Publish `target_rpm/set` and time until the new retained `target_rpm` value arrives."""
+def set_round_trips(node: Node, broker: Mosquitto, runs: int, gap: float) -> list[float]:
+    """Publish `target_rpm/set` and time until the new retained `target_rpm` value arrives.
+
+    ``gap`` seconds pass between commands (0: back to back)."""
     topic = node.topic("stirring", "target_rpm")
     arrived = threading.Event()
     expected = {"value": ""}
@@ -82,6 +84,8 @@ def set_round_trips(node: Node, broker: Mosquitto, runs: int) -> list[float]:
             if not arrived.wait(5):
                 raise RuntimeError(f"no new target_rpm within 5 s (run {i})")
             samples.append(time.perf_counter() - start)
+            if gap:
+                time.sleep(gap)
     finally:
         client.loop_stop()
         client.disconnect()
@@ -117,7 +121,8 @@ def main() -> None:
                 python_start.append(time.perf_counter() - t0)
             describe("  of which: bare python startup", python_start)
 
-            describe("/set round trip (publish -> retained)", set_round_trips(node, broker, args.set_runs))
+            describe("/set round trip, 20 ms apart", set_round_trips(node, broker, args.set_runs, 0.02))
+            describe("/set round trip, back to back", set_round_trips(node, broker, args.set_runs, 0.0))
 
             pids = node.processes() + [node.daemon_pid]
             rss, pss = memory(pids)
