@@ -112,3 +112,17 @@ def test_a_dropped_in_plugin_with_an_error_is_refused_by_name(node):
     assert node.pio_json("jobs", "list") == []
     wait_until(lambda: node.pio_json("status")["jobs"] == {}, 5)
     assert json.dumps(node.pio_json("status")["outputs"])  # the node is still healthy
+
+
+def test_unit_and_topology_options_work_after_any_command(node):
+    env_free = dict(node.env)
+    env_free.pop("PIO_UNIT")
+    env_free.pop("PIO_TOPOLOGY")
+    node.env = env_free
+    args = ("--unit", node.unit, "--topology", str(node.topology))
+    node.pio("run", "stirring", "--target-rpm", "350", *args)
+    assert json.loads(node.pio("jobs", "list", "--json", *args).stdout)[0]["settings"]["target_rpm"] == 350.0
+    node.pio("jobs", "set", "stirring", "target_rpm", "360", *args)
+    assert json.loads(node.pio("status", "--json", *args).stdout)["unit"] == node.unit
+    node.pio("kill", "stirring", *args)
+    assert node.pio("node", "status", *args).returncode == 0

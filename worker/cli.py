@@ -6,6 +6,7 @@ Every command takes ``--topology`` and ``--unit`` (defaults: ``$PIO_TOPOLOGY`` /
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -105,13 +106,22 @@ class Node:
         return reply.result
 
 
-pass_target = click.make_pass_decorator(Target)
-
-
 def _target_options(f: Any) -> Any:
     f = click.option("--unit", "unit", default=None, help="unit name (default: $PIO_UNIT, then the host name)")(f)
     f = click.option("--topology", "topology", default=None, type=click.Path(), help="topology file (default: $PIO_TOPOLOGY, then ./topology.yaml)")(f)
     return f
+
+
+def pass_target(f: Any) -> Any:
+    """Give a command the resolved :class:`Target`; ``--unit``/``--topology`` work before or after it."""
+
+    @_target_options
+    @click.pass_context
+    @functools.wraps(f)
+    def wrapper(ctx: click.Context, *args: Any, topology: str | None = None, unit: str | None = None, **kwargs: Any) -> Any:
+        return f(_subtarget(ctx, topology, unit), *args, **kwargs)
+
+    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -139,12 +149,10 @@ def node() -> None:
 
 
 @node.command("start")
-@_target_options
 @click.option("--foreground", is_flag=True, help="run in the foreground (for systemd)")
-@click.pass_context
-def node_start(ctx: click.Context, topology: str | None, unit: str | None, foreground: bool) -> None:
+@pass_target
+def node_start(target: Target, foreground: bool) -> None:
     """Start the node daemon; returns when the node is up."""
-    target = _subtarget(ctx, topology, unit)
     _ = target.topology  # validate before spawning anything
     argv = [sys.executable, "-m", "worker.daemon", "--topology", os.path.abspath(target.topology_path), "--unit", target.unit]
     if foreground:
@@ -180,11 +188,9 @@ def _last_line(path: str) -> str:
 
 
 @node.command("stop")
-@_target_options
-@click.pass_context
-def node_stop(ctx: click.Context, topology: str | None, unit: str | None) -> None:
+@pass_target
+def node_stop(target: Target) -> None:
     """Stop the node: jobs in the safe order, then every actor process."""
-    target = _subtarget(ctx, topology, unit)
     info = PidFile.read(target.unit)
     if info is None:
         fail(f"no node running for unit {target.unit} (start one with `pio node start --unit {target.unit}`)")
@@ -202,12 +208,10 @@ def node_stop(ctx: click.Context, topology: str | None, unit: str | None) -> Non
 
 
 @node.command("status")
-@_target_options
 @click.option("--json", "as_json", is_flag=True)
-@click.pass_context
-def node_status(ctx: click.Context, topology: str | None, unit: str | None, as_json: bool) -> None:
+@pass_target
+def node_status(target: Target, as_json: bool) -> None:
     """Is this unit's node running?"""
-    target = _subtarget(ctx, topology, unit)
     info = PidFile.read(target.unit)
     running = info is not None and pid_alive(info.daemon_pid) and actor_system.admin_answers(info.admin_port)
     if as_json:
@@ -254,7 +258,9 @@ def run_job(ctx: click.Context, job: str) -> None:
     from actors.messages import RunJob
 
     settings = _parse_job_options(list(ctx.args))
-    node = Node(ctx.find_object(Target))
+    # --unit and --topology are never job settings: they choose the node.
+    target = _subtarget(ctx, settings.pop("topology", None), settings.pop("unit", None))
+    node = Node(target)
     info = node.request(RunJob(request_id=new_id(), job=job, settings=settings), RUN_TIMEOUT)
     click.echo(f"{info.name} is {info.state} on {node.target.unit} (pid {info.pid}, experiment {info.experiment})")
 

@@ -70,7 +70,7 @@ class PigpiodNotRunning(PigpioError, ConnectionError):
     """Nothing answered at the daemon's address (pigpio itself only sets ``pi.connected = False``)."""
 
 
-def _validate_duty(duty: float) -> float:
+def validate_duty(duty: float) -> float:
     """Refuse (never clamp) an out-of-range duty: it is a caller bug, and a clamped heater or pump
     command would hide it. The driver actor clamps deliberate requests before they get here."""
     try:
@@ -160,7 +160,7 @@ class PigpioPwmBackend:
     # -- PwmBackend ----------------------------------------------------------------------------------
     def set_duty(self, pin: int, duty: float) -> None:
         """Set ``pin`` to ``duty`` percent, rounded to the nearest of ``steps`` steps."""
-        value = _validate_duty(duty)
+        value = validate_duty(duty)
         self._check_pin(pin)
         self._call("set_PWM_dutycycle", pin, round(value * self.steps / 100.0))
 
