@@ -39,6 +39,8 @@ from actors.messages import (
     JobConfig,
     JobStateReport,
     MqttMessage,
+    Ping,
+    Pong,
     Publish,
     ReadHallEdges,
     ReleaseChannel,
@@ -286,6 +288,9 @@ class JobHost(ActorTypeDispatcher):
             self.wakeupAfter(ticker.next_delay(_monotonic()), payload=(name, gen))
         if self.state in (State.READY, State.INIT) or name == "$lease":
             callback()
+
+    def receiveMsg_Ping(self, msg: Ping, sender: Any) -> None:
+        self.send(sender, Pong(request_id=msg.request_id))
 
     def receiveMsg_Reply(self, msg: Reply, _sender: Any) -> None:
         callback = self.pending.pop(msg.request_id, None)

@@ -60,6 +60,8 @@ from actors.supervision import CrashHistory, RestartPolicy, decide_restart, reco
 log = logs.get("supervisor")
 
 KILL_GRACE_SECONDS = 5.0  # a job that has not exited this long after a stop request is SIGKILLed
+HEALTH_EVERY_SECONDS = 5.0  # each live job is pinged this often (real seconds)
+HEALTH_MISSES = 3  # unanswered pings in a row before a hung job is killed (and then restarted)
 
 
 @attrs.define
@@ -78,6 +80,7 @@ class JobRecord:
     restart_now: bool = False  # restart at once after exit (a dependency was replaced), not a crash
     history: CrashHistory = attrs.field(factory=CrashHistory)
     restarts: int = 0
+    missed_pings: int = 0
     kill_priority: int = 3
     long_running: bool = False
     policy: RestartPolicy = attrs.field(factory=RestartPolicy)
@@ -140,6 +143,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             self._start_pwm()
             self._start_bridge()
             self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
+            self.wakeupAfter(HEALTH_EVERY_SECONDS, payload=("health",))
             log.info("node %s booted (hardware %s, time_scale %s)", msg.config.unit, msg.config.hardware, msg.config.time_scale)
             if msg.resume:
                 self._resume_jobs()
@@ -209,6 +213,29 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_Ping(self, msg: Ping, sender: Any) -> None:
         self.send(sender, Pong(request_id=msg.request_id))
+
+    def receiveMsg_Pong(self, msg: Pong, _sender: Any) -> None:
+        kind, _, rest = msg.request_id.partition(":")
+        name, _, generation = rest.rpartition(":")
+        record = self.jobs.get(name)
+        if kind == "health" and record is not None and str(record.generation) == generation:
+            record.missed_pings = 0
+
+    def _check_health(self) -> None:
+        """A job that stops answering (stuck in a handler) is killed, so its restart policy applies."""
+        for record in self.jobs.values():
+            if record.address is None or record.stopping:
+                continue
+            if record.missed_pings >= HEALTH_MISSES and record.pid:
+                self._log("ERROR", record, f"{record.name} has not answered for {record.missed_pings * HEALTH_EVERY_SECONDS:.0f} s; killing it")
+                record.missed_pings = 0
+                try:
+                    os.kill(record.pid, 9)
+                except ProcessLookupError:
+                    pass
+                continue
+            record.missed_pings += 1
+            self.send(record.address, Ping(request_id=f"health:{record.name}:{record.generation}"))
 
     def receiveMsg_BridgeStatus(self, msg: BridgeStatus, _sender: Any) -> None:
         self.bridge_status = msg
@@ -489,7 +516,10 @@ class NodeSupervisor(ActorTypeDispatcher):
         payload = msg.payload
         if not isinstance(payload, tuple):
             return
-        if payload[0] == "restart":
+        if payload[0] == "health":
+            self.wakeupAfter(HEALTH_EVERY_SECONDS, payload=("health",))
+            self._check_health()
+        elif payload[0] == "restart":
             _, name, generation = payload
             record = self.jobs.get(name)
             if record is not None and record.desired and record.address is None and record.generation == generation:

@@ -158,5 +158,8 @@ def test_a_hung_job_loses_its_channel_when_its_lease_lapses(node, mqtt_watcher: 
     # The process is alive but silent; the driver forces the pump off after its lease (10 s) lapses.
     mqtt_watcher.wait_for(pwm_topic(node), "{}", timeout=20, since=on_at)
     assert time.monotonic() - on_at > 5  # it was the lease, not something else
-    warning = wait_until(lambda: "stopped renewing its lease on media" in node.log_text(), 5, message="lease log line")
-    assert warning
+    assert wait_until(lambda: "stopped renewing its lease on media" in node.log_text(), 5, message="lease log line")
+    # The supervisor notices the job no longer answers, kills it, and its restart policy applies.
+    error = mqtt_watcher.wait_for(f"pioreactor/{node.unit}/demo/logs/supervisor/error", lambda p: "has not answered" in p, timeout=30)
+    assert "hung" in error
+    wait_until(lambda: (node.job("hung") or {}).get("restarts", 0) >= 1, 15, message="hung job restarted")
