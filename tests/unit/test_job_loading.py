@@ -10,6 +10,16 @@ import pytest
 from actors.job_host import initial_values, load_job_class
 from actors.settings import SettingError, index
 
+@pytest.fixture(autouse=True)
+def restore_modules():
+    """load_job_class drops modules from sys.modules (in a job process that is the point); keep the
+    test process's module identities intact for the tests that run after these."""
+    saved = dict(sys.modules)
+    yield
+    sys.modules.clear()
+    sys.modules.update(saved)
+
+
 SOURCE = """
 from actors.job import Job
 from actors.settings import Setting
@@ -29,7 +39,6 @@ def test_a_module_source_is_reimported_after_an_edit(tmp_path, monkeypatch):
     second = load_job_class("fresh_counter:Counter", "counter")
     assert first.settings[0].default == 1
     assert second.settings[0].default == 2
-    sys.modules.pop("fresh_counter", None)
 
 
 def test_a_file_source_is_reimported_after_an_edit(tmp_path):
