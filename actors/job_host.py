@@ -153,8 +153,11 @@ class JobHost(ActorTypeDispatcher):
         if self.crashed:
             return
         self.crashed = True
+        summary = reason.strip().splitlines()[-1] if reason.strip() else "unknown error"
         log.error("%s crashed: %s", self.job_name or "job", reason)
-        self.log("ERROR", f"{self.job_name} crashed: {reason.splitlines()[-1] if reason else ''}")
+        self.log("ERROR", f"{self.job_name} crashed: {summary}")
+        if self.state == State.INIT and self.config is not None:
+            self._report_state(error=summary)  # it never became ready: whoever waits on `pio run` hears why
         self.send(self.myAddress, ActorExitRequest())
 
     # --- start ------------------------------------------------------------------------------------

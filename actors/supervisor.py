@@ -430,12 +430,14 @@ class NodeSupervisor(ActorTypeDispatcher):
         if isinstance(msg.restart_policy, RestartPolicy):
             record.policy = msg.restart_policy
         if msg.error is not None:
-            # It could not even start (bad option, broken code): restarting would fail the same way.
-            record.desired = False
-            self._save_jobs()
-            record.stopping = True
-            self._answer_waiters(record, ok=False, error=msg.error)
-            return
+            if record.waiters or record.generation == 1:
+                # It could not even start while a user waits (bad option, broken code, hardware
+                # refused): report it now; restarting would fail the same way.
+                record.desired = False
+                record.stopping = True
+                self._save_jobs()
+                self._answer_waiters(record, ok=False, error=msg.error)
+            return  # a restarted job that fails to start goes through its restart policy
         record.state = msg.state
         if msg.state == "ready":
             self._answer_waiters(record, ok=True)

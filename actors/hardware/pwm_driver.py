@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import attrs
@@ -104,6 +105,11 @@ class PwmDriver(ActorTypeDispatcher):
             log.warning("refused duty %.1f on %s: the sender does not hold the channel", msg.duty, msg.channel)
             return
         lease.silent_for = 0.0
+        if not math.isfinite(msg.duty):
+            # min/max would turn NaN into 100 %: a broken control loop must never mean full power.
+            log.error("refused duty %r on %s from %s: not a number; output set to 0", msg.duty, msg.channel, lease.owner_name)
+            self._apply(msg.channel, 0.0)
+            return
         self._apply(msg.channel, max(0.0, min(100.0, msg.duty)))
 
     def receiveMsg_ReleaseChannel(self, msg: ReleaseChannel, sender: Any) -> None:
