@@ -32,13 +32,14 @@ import atexit
 import errno
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from actors import logs
 from actors.hardware.description import HALL_SENSOR_PIN
-from actors.hardware.pigpio_backend import HardwareError, validate_duty
+from actors.hardware.pwm_backend import HardwareError, validate_duty
 
 log = logs.get("lgpio_backend")
 
@@ -71,7 +72,7 @@ def default_pwmchip(sysfs_root: str | Path = DEFAULT_SYSFS_ROOT) -> int:
     chips: dict[int, int] = {}
     for path in Path(sysfs_root).glob("pwmchip*"):
         try:
-            number = int(path.name[len("pwmchip"):])
+            number = int(path.name[len("pwmchip") :])
         except ValueError:
             continue
         try:
@@ -236,7 +237,7 @@ class LgpioPwmBackend:
         except BaseException:
             self._release(raise_errors=False)
             raise
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     # -- PwmBackend ----------------------------------------------------------------------------------
     def set_duty(self, pin: int, duty: float) -> None:
@@ -271,7 +272,7 @@ class LgpioPwmBackend:
         if self._closed:
             return
         self._closed = True
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
         self._release(raise_errors=True)
 
     # -- extras --------------------------------------------------------------------------------------
@@ -291,6 +292,14 @@ class LgpioPwmBackend:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------------
+    def _close_at_exit(self) -> None:
+        """Last-resort zeroing when the interpreter exits normally (the kernel keeps sysfs PWM running
+        after SIGKILL: hence zero at start too)."""
+        try:
+            self.close()
+        except HardwareError as e:
+            log.error("lgpio backend could not zero its pins at exit: %s", e)
+
     def _on_edge(self, chip: int, gpio: int, level: int, timestamp_ns: int) -> None:
         """Runs in lgpio's notification thread. Level 2 is a watchdog timeout, not an edge."""
         if level == 0:

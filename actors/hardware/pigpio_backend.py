@@ -37,10 +37,12 @@ import atexit
 import math
 import struct
 import threading
+from collections.abc import Mapping
 from types import ModuleType, TracebackType
-from typing import Any, Mapping
+from typing import Any
 
 from actors import logs
+from actors.hardware.pwm_backend import HardwareError, validate_duty
 from actors.hardware.description import HALL_SENSOR_PIN
 
 log = logs.get("pigpio_backend")
@@ -49,13 +51,6 @@ DEFAULT_STEPS = 1000
 _HW_PWM_PINS = (12, 13, 18, 19)
 _PI_NOT_PWM_GPIO = -92  # pigpio.h error numbers, kept here so the logic does not hinge on client names
 _PI_HPWM_ILLEGAL = -100
-
-
-class HardwareError(RuntimeError):
-    """A PWM/GPIO backend could not do what was asked of the hardware (or its daemon/driver).
-
-    The common base for every real backend's errors, so the PWM driver actor catches one type.
-    """
 
 
 class PigpioError(HardwareError):
@@ -68,18 +63,6 @@ class PigpioError(HardwareError):
 
 class PigpiodNotRunning(PigpioError, ConnectionError):
     """Nothing answered at the daemon's address (pigpio itself only sets ``pi.connected = False``)."""
-
-
-def validate_duty(duty: float) -> float:
-    """Refuse (never clamp) an out-of-range duty: it is a caller bug, and a clamped heater or pump
-    command would hide it. The driver actor clamps deliberate requests before they get here."""
-    try:
-        value = float(duty)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"duty must be a number of percent, got {duty!r}") from e
-    if not (math.isfinite(value) and 0.0 <= value <= 100.0):
-        raise ValueError(f"duty must be within 0-100 %, got {duty!r}")
-    return value
 
 
 class PigpioPwmBackend:
@@ -103,8 +86,8 @@ class PigpioPwmBackend:
         for pin, hz in frequencies.items():
             if not 0 <= pin <= 31:
                 raise ValueError(f"pigpio PWM pins are GPIO 0-31, got {pin}")
-            if hz <= 0:
-                raise ValueError(f"frequency for GPIO {pin} must be > 0 Hz, got {hz}")
+            if hz <= 0 or hz != int(hz):
+                raise ValueError(f"pigpio frequencies are whole Hz > 0; GPIO {pin} asks {hz!r}")
         if hall_pin is not None and hall_pin in frequencies:
             raise ValueError(f"GPIO {hall_pin} cannot be both a PWM output and the hall-sensor input")
         if not 25 <= steps <= 40000:
@@ -112,7 +95,7 @@ class PigpioPwmBackend:
 
         self.host = host
         self.port = port
-        self.requested_frequencies: dict[int, int] = dict(frequencies)
+        self.requested_frequencies: dict[int, int] = {pin: int(hz) for pin, hz in frequencies.items()}
         self.frequencies: dict[int, int] = {}
         self.real_ranges: dict[int, int] = {}
         self.hall_pin = hall_pin
@@ -132,9 +115,7 @@ class PigpioPwmBackend:
         self._pi: Any = pigpio.pi(host, port, show_errors=False)
         if not self._pi.connected:
             self._pi.stop()
-            raise PigpiodNotRunning(
-                f"pigpiod is not running at {host}:{port}; start it with `sudo pigpiod -l`"
-            )
+            raise PigpiodNotRunning(f"pigpiod is not running at {host}:{port}; start it with `sudo pigpiod -l`")
         try:
             self._zero_all()
             for pin, hz in self.requested_frequencies.items():
@@ -146,7 +127,10 @@ class PigpioPwmBackend:
                 if self.real_ranges[pin] < steps:
                     log.info(
                         "GPIO %d at %d Hz: pigpio has %d real steps, so the output moves in %.3g %% steps",
-                        pin, actual, self.real_ranges[pin], 100.0 / self.real_ranges[pin],
+                        pin,
+                        actual,
+                        self.real_ranges[pin],
+                        100.0 / self.real_ranges[pin],
                     )
             if hall_pin is not None:
                 self._call("set_mode", hall_pin, pigpio.INPUT)
@@ -155,7 +139,7 @@ class PigpioPwmBackend:
         except BaseException:
             self._stop_client()
             raise
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     # -- PwmBackend ----------------------------------------------------------------------------------
     def set_duty(self, pin: int, duty: float) -> None:
@@ -169,7 +153,7 @@ class PigpioPwmBackend:
         mode change by another client switched it off)."""
         self._check_pin(pin)
         try:
-            raw = self._call("get_PWM_dutycycle", pin)
+            raw: int = self._call("get_PWM_dutycycle", pin)
         except PigpioError as e:
             if e.code == _PI_NOT_PWM_GPIO:
                 return 0.0
@@ -190,7 +174,7 @@ class PigpioPwmBackend:
         if self._closed:
             return
         self._closed = True
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
         errors: list[str] = []
         for pin in self.requested_frequencies:
             try:
@@ -216,6 +200,13 @@ class PigpioPwmBackend:
         self.close()
 
     # -- internals -----------------------------------------------------------------------------------
+    def _close_at_exit(self) -> None:
+        """Last-resort zeroing when the interpreter exits normally (not on SIGKILL: hence zero at start)."""
+        try:
+            self.close()
+        except HardwareError as e:
+            log.error("pigpio backend could not zero its pins at exit: %s", e)
+
     def _on_edge(self, gpio: int, level: int, tick: int) -> None:
         """Runs in pigpio's notification thread."""
         with self._edge_lock:
@@ -273,8 +264,11 @@ class PigpioPwmBackend:
             text = str(e.value)
             code = self._codes.get(text)
             raise PigpioError(f"{where} failed: {text} (error {code})", code) from e
-        except (OSError, AttributeError, struct.error) as e:
-            # recv() got b'' (daemon gone: struct.error), or the socket is closed/None.
+        except struct.error as e:
+            if "unpack" in str(e):  # recv() returned fewer than 16 bytes: the daemon hung up
+                raise PigpioError(f"{where} failed: lost the connection to pigpiod ({e})") from e
+            raise PigpioError(f"{where} failed: an argument does not fit pigpio's uint32 ({e})") from e
+        except (OSError, AttributeError) as e:  # the socket is broken, closed, or already None
             raise PigpioError(f"{where} failed: lost the connection to pigpiod ({e!r})") from e
         if isinstance(result, int) and result < 0:  # pigpio.exceptions was switched off by someone
             text = self._pigpio.error_text(result)

@@ -6,11 +6,31 @@ whose hall sensor the driver reads; the pigpio and lgpio backends slot in beside
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 from actors.clock import Clock
 from actors.hardware.description import PWM_PINS
 from actors.hardware.sim_motor import StirMotor
+
+
+class HardwareError(RuntimeError):
+    """A PWM/GPIO backend could not do what was asked of the hardware (or its daemon/driver).
+
+    The common base for every real backend's errors, so the PWM driver actor catches one type.
+    """
+
+
+def validate_duty(duty: float) -> float:
+    """Refuse (never clamp) an out-of-range duty: it is a caller bug, and a clamped heater or pump
+    command would hide it. The driver actor clamps deliberate requests before they get here."""
+    try:
+        value = float(duty)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"duty must be a number of percent, got {duty!r}") from e
+    if not (math.isfinite(value) and 0.0 <= value <= 100.0):
+        raise ValueError(f"duty must be within 0-100 %, got {duty!r}")
+    return value
 
 
 class PwmBackend(Protocol):
@@ -41,6 +61,7 @@ class SimPwmBackend:
         self._last = max(self._last, now)
 
     def set_duty(self, pin: int, duty: float) -> None:
+        duty = validate_duty(duty)
         self._advance()
         self.duties[pin] = duty
         if pin == PWM_PINS["stirring"]:

@@ -55,9 +55,9 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Callable, Iterable
 
 # -- command numbers (pigpio.h / pigpio.py _PI_CMD_*) -------------------------------------------------
 MODES, MODEG, PUD, READ, WRITE, PWM, PRS, PFS = 0, 1, 2, 3, 4, 5, 6, 7
@@ -416,8 +416,9 @@ class FakePigpiod:
     # -- socket plumbing (pthSocketThread / pthSocketThreadHandler) ----------------------------------
     def _accept_loop(self) -> None:
         assert self._listener is not None and self._wake_r is not None
+        listen_fd = self._listener.fileno()
         while True:
-            ready, _, _ = select.select([self._listener, self._wake_r], [], [])
+            ready, _, _ = select.select([listen_fd, self._wake_r], [], [])
             if self._wake_r in ready:
                 return
             try:
