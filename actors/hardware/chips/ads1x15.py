@@ -11,6 +11,10 @@ Version notes (adafruit-circuitpython-ads1x15 3.0.5):
 * There is no ADS1114 class. The ADS1114 is an ADS1115 with a single input pair (AIN0-AIN1) and
   MUX bits that do nothing, so :class:`ADS1114Adc` drives it with the ``ADS1115`` class and a
   differential ``AnalogIn(ads, 0, 1)``, which selects MUX 000, the pair the chip really converts.
+* In continuous mode the driver ignores the requested input: ``_write_config`` keeps whatever MUX
+  the config register already holds, so an ADS1115 in continuous mode cannot switch channels.
+  :class:`ADS1115Adc` is therefore single-shot only (as Pioreactor runs it); the single-input
+  ADS1114 is unaffected.
 * In continuous mode the driver reads the conversion register without re-sending the pointer when
   the same pin is read twice. Changing the gain writes the config register and leaves the pointer
   on it, so the next "fast" read returns the config word instead of a conversion. After a gain
@@ -161,22 +165,16 @@ class _Ads1x15Adc:
 
 
 class ADS1115Adc(_Ads1x15Adc):
-    """Four single-ended inputs (AIN0-AIN3); single-shot by default, as Pioreactor runs it."""
+    """Four single-ended inputs (AIN0-AIN3), single-shot: each read starts a conversion and waits for it.
+
+    No continuous option: the Adafruit driver cannot change inputs in continuous mode (module notes).
+    """
 
     chip = "ADS1115"
     channels = (0, 1, 2, 3)
 
-    def __init__(
-        self,
-        bus: I2CBus,
-        address: int = 0x48,
-        *,
-        gain: float = 1,
-        data_rate: int = DEFAULT_DATA_RATE,
-        continuous: bool = False,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(bus, address, gain=gain, data_rate=data_rate, continuous=continuous, sleep=sleep)
+    def __init__(self, bus: I2CBus, address: int = 0x48, *, gain: float = 1, data_rate: int = DEFAULT_DATA_RATE) -> None:
+        super().__init__(bus, address, gain=gain, data_rate=data_rate, continuous=False)
 
     def _make_input(self, channel: int) -> Any:
         from adafruit_ads1x15.analog_in import AnalogIn
