@@ -7,12 +7,16 @@ Heater. Pioreactor checks the plate every 53 s and has three tiers: above *reduc
 of itself, above *disable* to 0, above *shutdown* to 0 and the unit powers off. Those tiers alone do not
 keep the plate below *disable*: between two reads the plate can rise by up to ``P_max/C_h`` = 0.33 C/s at
 full duty, i.e. 17 C in 53 s, and on a 20 ml v1.0 (100 % duty settles at 66 C; limits 63/65/66) a hot room
-or a long hold carries it past 65 C before the next read. :func:`heater_decision` therefore adds a
-*headroom cap*: the duty is limited so that, rising at most ``max_rise_c_per_s`` per 100 % duty, the plate
-cannot reach ``disable_c - sensor_margin_c`` within ``horizon_s`` (the time until the caller's next read).
-The cap only binds near the limit (with a 53 s horizon, above about 46 C on the 20 ml v1.0, above 61 C on
-other models) and never at a 37 C thermostat. A driver that runs the recommended 5 s watchdog passes
-``horizon_s=5`` and is throttled only within about 2 C of the limit. A failed read means heater off.
+or a long hold carries it past 65 C before the next read (tests/hardware/test_safety.py shows it at a
+30 C room temperature). :func:`heater_decision` therefore adds a *headroom cap*: the duty is limited so
+that, rising at most ``max_rise_c_per_s`` per 100 % duty, the plate cannot reach
+``disable_c - sensor_margin_c`` within ``horizon_s`` (the time until the caller's next read); a decision
+the cap changed reports the tier ``"reduce"``. It only binds near the limit: with a 53 s horizon a 100 %
+request is cut above about 46 C on the 20 ml v1.0 (61 C on other models), a 60 % request above 54 C, and
+a 37 C thermostat (plate near 42 C) is never touched. A driver that runs the recommended 5 s watchdog
+passes ``horizon_s=5`` and is throttled only within about 2 C of the limit. A failed read means heater off.
+The bound on the heating rate holds while the plate is the hottest node (heat losses only slow it), which
+is how a heater works; a room hotter than the disable limit is outside what any duty decision can fix.
 
 Pumps. :class:`PumpGuard` refuses a dose whose media, plus a margin for pump calibration error, would take
 the volume past max fill, and bounds each pump run to 1.5x its requested time under an absolute ceiling.
@@ -32,7 +36,8 @@ HeaterTier = Literal["ok", "reduce", "disable", "shutdown", "sensor_failed"]
 AdcStatus = Literal["ok", "warn", "trip"]
 
 HEATER_MAX_DUTY = 60.0
-"""Hard cap on heater duty (hardware.md §5 suggests <= 60 %); enough to hold the liquid at 37 C from a 17 C room."""
+"""Hard cap on heater duty (hardware.md §5 suggests <= 60 %); enough to hold the liquid at 37 C from a 17 C
+room. Pass ``max_duty`` to :func:`heater_decision` to raise it for a colder room."""
 PLATE_READ_PERIOD_S = 53.0
 """Pioreactor's plate safety-read period: the default look-ahead horizon of :func:`heater_decision`."""
 WATCHDOG_PERIOD_S = 5.0
@@ -48,7 +53,7 @@ ADC_TRIP_V = 3.2
 IR_INTENSITY_CAP = 90.0
 
 
-def _ordered(instance: HeaterLimits, attribute: attrs.Attribute, value: float) -> None:
+def _finite(instance: object, attribute: attrs.Attribute, value: float) -> None:
     if not math.isfinite(value):
         raise ValueError(f"{attribute.name} must be finite, got {value!r}")
 
@@ -57,14 +62,15 @@ def _ordered(instance: HeaterLimits, attribute: attrs.Attribute, value: float) -
 class HeaterLimits:
     """Plate temperatures (C) for the three heater tiers of one vessel model."""
 
-    reduce_c: float = attrs.field(validator=_ordered)
-    disable_c: float = attrs.field(validator=_ordered)
-    shutdown_c: float = attrs.field(validator=_ordered)
+    reduce_c: float = attrs.field(validator=_finite)
+    disable_c: float = attrs.field(validator=_finite)
+    shutdown_c: float = attrs.field(validator=_finite)
 
     def __attrs_post_init__(self) -> None:
         if not self.reduce_c < self.disable_c < self.shutdown_c:
             raise ValueError(
-                f"need reduce < disable < shutdown, got {self.reduce_c} / {self.disable_c} / {self.shutdown_c}"
+                "need reduce < disable < shutdown, "
+                f"got {self.reduce_c} / {self.disable_c} / {self.shutdown_c}"
             )
 
 
@@ -108,6 +114,8 @@ def heater_decision(
     guarantee "the plate stays at or below ``disable_c``" holds if the caller reads again and re-decides
     within ``horizon_s`` seconds of this reading, for every duty it applies. ``sensor_margin_c`` covers
     sensor noise and quantisation (0.03 C sigma plus a 0.0625 C step: the margin is about 7 sigma).
+    ``horizon_s=0`` turns the look-ahead off, leaving Pioreactor's tiers alone: for comparison only, since
+    they do not keep the plate below ``disable_c`` by themselves (module docstring).
     """
     if math.isnan(requested_duty):
         raise ValueError("requested duty must be a number, got NaN")
@@ -128,7 +136,9 @@ def heater_decision(
         )
     if plate_c > limits.disable_c:
         return HeaterDecision(
-            0.0, "disable", f"plate at {plate_c:.2f} C is above the {limits.disable_c:g} C disable limit: heater off"
+            0.0,
+            "disable",
+            f"plate at {plate_c:.2f} C is above the {limits.disable_c:g} C disable limit: heater off",
         )
 
     wanted = min(100.0, max(0.0, float(requested_duty)))
@@ -143,9 +153,10 @@ def heater_decision(
         notes.append(f"plate at {plate_c:.2f} C is above the {limits.reduce_c:g} C reduce limit")
     if horizon_s > 0 and duty > 0:
         headroom_c = limits.disable_c - sensor_margin_c - plate_c
-        cap = max(0.0, 100.0 * headroom_c / (max_rise_c_per_s * horizon_s))
-        if cap < duty:
-            duty = cap
+        worst_rise_c = max_rise_c_per_s * horizon_s * duty / 100.0
+        if headroom_c <= 0 or worst_rise_c > headroom_c:
+            # worst_rise_c > headroom_c > 0 here, so the divisor cannot be zero.
+            duty = 0.0 if headroom_c <= 0 else 100.0 * headroom_c / (max_rise_c_per_s * horizon_s)
             tier = "reduce"
             notes.append(
                 f"limited so the plate ({plate_c:.2f} C) cannot reach {limits.disable_c:g} C "

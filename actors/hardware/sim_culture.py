@@ -61,7 +61,9 @@ def _check_amount(name: str, ml: float) -> float:
     return float(ml)
 
 
-def cardinal_temperature_factor(temperature_c: float, t_min_c: float, t_opt_c: float, t_max_c: float) -> float:
+def cardinal_temperature_factor(
+    temperature_c: float, t_min_c: float, t_opt_c: float, t_max_c: float
+) -> float:
     """Rosso's CTMI: the fraction of the optimal growth rate at ``temperature_c``, in [0, 1].
 
     Zero at and outside the cardinal minimum and maximum, 1 at the optimum. The formula is only a valid

@@ -10,7 +10,8 @@ simulated time (only the mains-hum term uses it). Randomness comes only from the
     180   = V_dark + k_180 * I_led * 10**(-eps * X)           transmission through the vial
 
 Each channel's signal above the dark offset is multiplied by a per-unit gain, lognormal(0, 0.071), drawn
-once at construction (no two Pioreactors read the same culture identically). Then the noise model of
+once at construction (no two Pioreactors read the same culture identically). The REF photodiode's gain
+spreads far less, lognormal(0, 0.003), like ``Mock_ADC``'s stable 0.100 V +- 0.0003 V REF baseline. Then the noise model of
 Pioreactor's ``Mock_ADC`` is added: an AR(1) residual (rho 0.02) with a standard deviation proportional to
 the signal, rare shocks (p 0.0073, 2-5 sigma), optional mains hum and ambient light. ``noise_cv`` is the
 coefficient of variation of one OD *reading*, which averages ``samples_per_reading`` ADC samples; each call
@@ -87,6 +88,7 @@ class OpticsParams:
     shock_sigma_min: float = attrs.field(default=2.0, validator=_finite_non_negative)
     shock_sigma_max: float = attrs.field(default=5.0, validator=_finite_non_negative)
     gain_sigma: float = attrs.field(default=0.071, validator=_finite_non_negative)
+    ref_gain_sigma: float = attrs.field(default=0.003, validator=_finite_non_negative)
     channels: tuple[str, ...] = attrs.field(default=CHANNELS, converter=tuple, validator=_known_channels)
 
     def __attrs_post_init__(self) -> None:
@@ -102,6 +104,7 @@ class OpticsParams:
             "noise_cv": 0.0,
             "shock_probability": 0.0,
             "gain_sigma": 0.0,
+            "ref_gain_sigma": 0.0,
             "hum_amplitude_v": 0.0,
             "ambient_v": 0.0,
         }
@@ -153,7 +156,9 @@ class Optics:
 
     def __attrs_post_init__(self) -> None:
         p = self.params
-        self.gains = {c: self.rng.lognormvariate(0.0, p.gain_sigma) for c in p.channels}
+        self.gains = {
+            c: self.rng.lognormvariate(0.0, p.ref_gain_sigma if c == "REF" else p.gain_sigma) for c in p.channels
+        }
         self.hum_phase = self.rng.uniform(0.0, 2.0 * math.pi)
         self._residuals = {c: 0.0 for c in p.channels}
 
@@ -170,7 +175,9 @@ class Optics:
         base = p.dark_offset_v + p.ambient_v
         return {c: base + self.gains[c] * p.signal(c, od, led) for c in p.channels}
 
-    def voltages(self, od: float, ir_intensity_pct: float, led_temp_c: float, t_seconds: float) -> dict[str, float]:
+    def voltages(
+        self, od: float, ir_intensity_pct: float, led_temp_c: float, t_seconds: float
+    ) -> dict[str, float]:
         """One ADC sample of every channel, in volts, at simulated time ``t_seconds``."""
         _check_inputs(od, ir_intensity_pct, led_temp_c, t_seconds)
         p = self.params

@@ -104,22 +104,17 @@ class Thermal:
     """Plate and liquid temperatures of one vessel; both start at ambient unless given."""
 
     params: ThermalParams = attrs.field(factory=ThermalParams)
-    plate_c: float = attrs.field(default=None, kw_only=True)
-    liquid_c: float = attrs.field(default=None, kw_only=True)
-    ambient_c: float = attrs.field(default=None, kw_only=True)
+    # Scenario knob: the room temperature may change during a run; it starts at the parameter's value.
+    ambient_c: float = attrs.field(
+        default=attrs.Factory(lambda self: self.params.ambient_c, takes_self=True), kw_only=True, validator=_finite
+    )
+    plate_c: float = attrs.field(
+        default=attrs.Factory(lambda self: self.ambient_c, takes_self=True), kw_only=True, validator=_finite
+    )
+    liquid_c: float = attrs.field(
+        default=attrs.Factory(lambda self: self.ambient_c, takes_self=True), kw_only=True, validator=_finite
+    )
     plate_disconnected: bool = attrs.field(default=False, kw_only=True)
-
-    def __attrs_post_init__(self) -> None:
-        # Scenario knob: the room temperature may change during a run; it starts at the parameter's value.
-        if self.ambient_c is None:
-            self.ambient_c = self.params.ambient_c
-        if self.plate_c is None:
-            self.plate_c = self.ambient_c
-        if self.liquid_c is None:
-            self.liquid_c = self.ambient_c
-        for name in ("plate_c", "liquid_c", "ambient_c"):
-            if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
 
     def _steady_deviation(self, u: float) -> tuple[float, float]:
         """``x_ss = -A^-1 b u`` for an effective heater fraction ``u``, in kelvin above ambient."""
@@ -168,7 +163,9 @@ class Thermal:
         Raises :class:`PlateSensorError` when the plate is disconnected. Draws one Gaussian from ``rng``.
         """
         if self.plate_disconnected:
-            raise PlateSensorError("heater PCB temperature sensor did not answer (I2C NACK): plate disconnected")
+            raise PlateSensorError(
+                "heater PCB temperature sensor did not answer (I2C NACK): plate disconnected"
+            )
         noisy = self.plate_c + rng.gauss(0.0, self.params.sensor_noise_c)
         step = self.params.sensor_resolution_c
         return math.floor(noisy / step + 0.5) * step

@@ -87,7 +87,9 @@ class VesselParams:
                 f"{self.capacity_ml} ml"
             )
         if self.initial_volume_ml > self.max_fill_ml:
-            raise ValueError(f"initial volume {self.initial_volume_ml} ml is above max fill {self.max_fill_ml} ml")
+            raise ValueError(
+                f"initial volume {self.initial_volume_ml} ml is above max fill {self.max_fill_ml} ml"
+            )
         if self.ir_led_channel not in LED_CHANNELS:
             raise ValueError(f"ir_led_channel must be one of {LED_CHANNELS}, got {self.ir_led_channel!r}")
         if self.max_step_s > 1.0:
@@ -122,7 +124,10 @@ class Vessel:
         pump_rng = _seeded(master)
         self.pumps = {name: SimPump.from_rng(name, pump_rng, p.pump) for name in PUMPS}
         self.culture = Culture(
-            p.culture, volume_ml=p.initial_volume_ml, efflux_volume_ml=p.efflux_ml, max_volume_ml=p.capacity_ml
+            p.culture,
+            volume_ml=p.initial_volume_ml,
+            efflux_volume_ml=p.efflux_ml,
+            max_volume_ml=p.capacity_ml,
         )
         self.thermal = Thermal(p.thermal)
         self.motor = StirMotor()

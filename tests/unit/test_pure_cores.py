@@ -19,6 +19,12 @@ PURE = [
     "actors/stirring_control.py",
     "actors/topology.py",
     "actors/hardware/sim_motor.py",
+    "actors/hardware/sim_culture.py",
+    "actors/hardware/sim_optics.py",
+    "actors/hardware/sim_thermal.py",
+    "actors/hardware/sim_pumps.py",
+    "actors/hardware/vessel.py",
+    "actors/hardware/safety.py",
 ]
 FORBIDDEN = {"thespian", "paho", "pigpio", "lgpio", "board", "busio", "aiohttp", "sqlite3"}
 
