@@ -34,25 +34,11 @@ from __future__ import annotations
 import math
 
 import attrs
+from actors.validators import finite, finite_non_negative, finite_positive
 
 _SECONDS_PER_HOUR = 3600.0
 # Largest (mu + kd) * t, in one exact piece, that keeps exp() far from overflow and rounding small.
 _MAX_EXPONENT_PER_PIECE = 20.0
-
-
-def _finite(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{attribute.name} must be finite, got {value!r}")
-
-
-def _finite_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be finite and > 0, got {value!r}")
-
-
-def _finite_non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be finite and >= 0, got {value!r}")
 
 
 def _check_amount(name: str, ml: float) -> float:
@@ -99,14 +85,14 @@ class CultureParams:
     vial tops out around 2-5). Temperatures are the CTMI cardinal points.
     """
 
-    mu_max: float = attrs.field(default=1.2, validator=_finite_non_negative)
-    lag_hours: float = attrs.field(default=1.0, validator=_finite_non_negative)
-    death_rate: float = attrs.field(default=0.02, validator=_finite_non_negative)
-    carrying_capacity: float = attrs.field(default=3.0, validator=_finite_positive)
-    t_min_c: float = attrs.field(default=5.0, validator=_finite)
-    t_opt_c: float = attrs.field(default=39.0, validator=_finite)
-    t_max_c: float = attrs.field(default=47.0, validator=_finite)
-    initial_od: float = attrs.field(default=0.05, validator=_finite_non_negative)
+    mu_max: float = attrs.field(default=1.2, validator=finite_non_negative)
+    lag_hours: float = attrs.field(default=1.0, validator=finite_non_negative)
+    death_rate: float = attrs.field(default=0.02, validator=finite_non_negative)
+    carrying_capacity: float = attrs.field(default=3.0, validator=finite_positive)
+    t_min_c: float = attrs.field(default=5.0, validator=finite)
+    t_opt_c: float = attrs.field(default=39.0, validator=finite)
+    t_max_c: float = attrs.field(default=47.0, validator=finite)
+    initial_od: float = attrs.field(default=0.05, validator=finite_non_negative)
 
     def __attrs_post_init__(self) -> None:
         if not self.t_min_c < self.t_opt_c < self.t_max_c:
@@ -140,9 +126,9 @@ class Culture:
     """
 
     params: CultureParams = attrs.field(factory=CultureParams)
-    volume_ml: float = attrs.field(default=15.0, kw_only=True, validator=_finite_non_negative)
-    efflux_volume_ml: float = attrs.field(default=15.0, kw_only=True, validator=_finite_non_negative)
-    max_volume_ml: float = attrs.field(default=20.0, kw_only=True, validator=_finite_positive)
+    volume_ml: float = attrs.field(default=15.0, kw_only=True, validator=finite_non_negative)
+    efflux_volume_ml: float = attrs.field(default=15.0, kw_only=True, validator=finite_non_negative)
+    max_volume_ml: float = attrs.field(default=20.0, kw_only=True, validator=finite_positive)
 
     od: float = attrs.field(init=False)
     log_q: float = attrs.field(init=False)

@@ -12,28 +12,19 @@ from __future__ import annotations
 import math
 
 import attrs
-
-
-def _finite_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be finite and > 0, got {value!r}")
-
-
-def _finite_non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be finite and >= 0, got {value!r}")
+from actors.validators import finite_non_negative, finite_positive
 
 
 @attrs.define(kw_only=True)
 class StirMotor:
     """Speed model ``tau * rpm' = rpm_ss(duty) - rpm`` with dead band, stiction, saturation, stall."""
 
-    rpm_per_percent: float = attrs.field(default=28.0, validator=_finite_positive)
-    dead_duty: float = attrs.field(default=12.0, validator=_finite_non_negative)
-    time_constant: float = attrs.field(default=0.7, validator=_finite_positive)
-    breakaway_duty: float = attrs.field(default=25.0, validator=_finite_non_negative)
-    stopped_rpm: float = attrs.field(default=1.0, validator=_finite_non_negative)
-    max_rpm: float = attrs.field(default=3000.0, validator=_finite_positive)
+    rpm_per_percent: float = attrs.field(default=28.0, validator=finite_positive)
+    dead_duty: float = attrs.field(default=12.0, validator=finite_non_negative)
+    time_constant: float = attrs.field(default=0.7, validator=finite_positive)
+    breakaway_duty: float = attrs.field(default=25.0, validator=finite_non_negative)
+    stopped_rpm: float = attrs.field(default=1.0, validator=finite_non_negative)
+    max_rpm: float = attrs.field(default=3000.0, validator=finite_positive)
 
     duty: float = attrs.field(default=0.0, init=False)
     rpm: float = attrs.field(default=0.0, init=False)

@@ -30,19 +30,10 @@ import math
 import random
 
 import attrs
+from actors.validators import finite, finite_non_negative
 
 CHANNELS: tuple[str, ...] = ("REF", "45", "90", "135", "180")
 """Channel names: the reference photodiode and the four valid angles, in degrees."""
-
-
-def _finite(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{attribute.name} must be finite, got {value!r}")
-
-
-def _finite_non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be finite and >= 0, got {value!r}")
 
 
 def _probability(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -66,29 +57,29 @@ class OpticsParams:
     ``epsilon_180`` is the decadic attenuation per OD unit across the 27 mm vial (OD600 is per 10 mm).
     """
 
-    led_temp_coeff_per_c: float = attrs.field(default=-0.004, validator=_finite)
-    led_reference_temp_c: float = attrs.field(default=25.0, validator=_finite)
-    k_ref: float = attrs.field(default=0.125, validator=_finite_non_negative)
-    k_45: float = attrs.field(default=1.0, validator=_finite_non_negative)
-    a_45: float = attrs.field(default=0.35, validator=_finite_non_negative)
-    k_90: float = attrs.field(default=0.7, validator=_finite_non_negative)
-    a_90: float = attrs.field(default=0.25, validator=_finite_non_negative)
-    k_135: float = attrs.field(default=0.5, validator=_finite_non_negative)
-    a_135: float = attrs.field(default=0.15, validator=_finite_non_negative)
-    k_180: float = attrs.field(default=1.0, validator=_finite_non_negative)
-    epsilon_180: float = attrs.field(default=2.7, validator=_finite_non_negative)
-    dark_offset_v: float = attrs.field(default=0.002, validator=_finite_non_negative)
-    ambient_v: float = attrs.field(default=0.0, validator=_finite_non_negative)
-    hum_amplitude_v: float = attrs.field(default=0.0, validator=_finite_non_negative)
-    hum_hz: float = attrs.field(default=50.0, validator=_finite_non_negative)
-    noise_cv: float = attrs.field(default=0.0056, validator=_finite_non_negative)
+    led_temp_coeff_per_c: float = attrs.field(default=-0.004, validator=finite)
+    led_reference_temp_c: float = attrs.field(default=25.0, validator=finite)
+    k_ref: float = attrs.field(default=0.125, validator=finite_non_negative)
+    k_45: float = attrs.field(default=1.0, validator=finite_non_negative)
+    a_45: float = attrs.field(default=0.35, validator=finite_non_negative)
+    k_90: float = attrs.field(default=0.7, validator=finite_non_negative)
+    a_90: float = attrs.field(default=0.25, validator=finite_non_negative)
+    k_135: float = attrs.field(default=0.5, validator=finite_non_negative)
+    a_135: float = attrs.field(default=0.15, validator=finite_non_negative)
+    k_180: float = attrs.field(default=1.0, validator=finite_non_negative)
+    epsilon_180: float = attrs.field(default=2.7, validator=finite_non_negative)
+    dark_offset_v: float = attrs.field(default=0.002, validator=finite_non_negative)
+    ambient_v: float = attrs.field(default=0.0, validator=finite_non_negative)
+    hum_amplitude_v: float = attrs.field(default=0.0, validator=finite_non_negative)
+    hum_hz: float = attrs.field(default=50.0, validator=finite_non_negative)
+    noise_cv: float = attrs.field(default=0.0056, validator=finite_non_negative)
     samples_per_reading: int = attrs.field(default=40)
     ar_rho: float = attrs.field(default=0.02, validator=_probability)
     shock_probability: float = attrs.field(default=0.0073, validator=_probability)
-    shock_sigma_min: float = attrs.field(default=2.0, validator=_finite_non_negative)
-    shock_sigma_max: float = attrs.field(default=5.0, validator=_finite_non_negative)
-    gain_sigma: float = attrs.field(default=0.071, validator=_finite_non_negative)
-    ref_gain_sigma: float = attrs.field(default=0.003, validator=_finite_non_negative)
+    shock_sigma_min: float = attrs.field(default=2.0, validator=finite_non_negative)
+    shock_sigma_max: float = attrs.field(default=5.0, validator=finite_non_negative)
+    gain_sigma: float = attrs.field(default=0.071, validator=finite_non_negative)
+    ref_gain_sigma: float = attrs.field(default=0.003, validator=finite_non_negative)
     channels: tuple[str, ...] = attrs.field(default=CHANNELS, converter=tuple, validator=_known_channels)
 
     def __attrs_post_init__(self) -> None:

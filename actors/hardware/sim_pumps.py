@@ -20,14 +20,10 @@ import math
 import random
 
 import attrs
+from actors.validators import finite_positive
 
 DEFAULT_ML_PER_SECOND = 0.0911
 """Pioreactor's default calibration at 100 % duty (actions/pump.py ``get_default_calibration``)."""
-
-
-def _finite_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be finite and > 0, got {value!r}")
 
 
 def _gain_error(instance: object, attribute: attrs.Attribute, value: float) -> None:
@@ -49,7 +45,7 @@ def _fraction(instance: object, attribute: attrs.Attribute, value: float) -> Non
 class PumpParams:
     """What a family of pumps shares; each pump draws its own gain error from these."""
 
-    ml_per_second_at_100: float = attrs.field(default=DEFAULT_ML_PER_SECOND, validator=_finite_positive)
+    ml_per_second_at_100: float = attrs.field(default=DEFAULT_ML_PER_SECOND, validator=finite_positive)
     dead_duty: float = attrs.field(default=10.0, validator=_dead_duty)
     max_gain_error: float = attrs.field(default=0.08, validator=_fraction)
 
@@ -59,7 +55,7 @@ class SimPump:
     """One pump. ``flow_ml`` is a pure query: the owner adds or removes the liquid it returns."""
 
     name: str
-    ml_per_second_at_100: float = attrs.field(default=DEFAULT_ML_PER_SECOND, validator=_finite_positive)
+    ml_per_second_at_100: float = attrs.field(default=DEFAULT_ML_PER_SECOND, validator=finite_positive)
     gain_error: float = attrs.field(default=0.0, validator=_gain_error)
     dead_duty: float = attrs.field(default=10.0, kw_only=True, validator=_dead_duty)
     stuck_on: bool = attrs.field(default=False, kw_only=True)

@@ -32,23 +32,9 @@ import math
 import random
 
 import attrs
+from actors.validators import finite, finite_non_negative, finite_positive
 
 Matrix = tuple[tuple[float, float], tuple[float, float]]
-
-
-def _finite(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{attribute.name} must be finite, got {value!r}")
-
-
-def _finite_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be finite and > 0, got {value!r}")
-
-
-def _finite_non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be finite and >= 0, got {value!r}")
 
 
 def _duty_fraction(duty_pct: float) -> float:
@@ -65,15 +51,15 @@ class PlateSensorError(OSError):
 class ThermalParams:
     """Thermal constants of the heater PCB and the vial [assumption, sanity-checked: hardware.md §4.2]."""
 
-    heater_max_w: float = attrs.field(default=5.0, validator=_finite_non_negative)
-    plate_capacity_j_per_k: float = attrs.field(default=15.0, validator=_finite_positive)
-    liquid_capacity_j_per_k: float = attrs.field(default=75.0, validator=_finite_positive)
-    r_plate_liquid_k_per_w: float = attrs.field(default=4.0, validator=_finite_positive)
-    r_plate_ambient_k_per_w: float = attrs.field(default=20.0, validator=_finite_positive)
-    r_liquid_ambient_k_per_w: float = attrs.field(default=12.0, validator=_finite_positive)
-    ambient_c: float = attrs.field(default=22.0, validator=_finite)
-    sensor_noise_c: float = attrs.field(default=0.03, validator=_finite_non_negative)
-    sensor_resolution_c: float = attrs.field(default=0.0625, validator=_finite_positive)
+    heater_max_w: float = attrs.field(default=5.0, validator=finite_non_negative)
+    plate_capacity_j_per_k: float = attrs.field(default=15.0, validator=finite_positive)
+    liquid_capacity_j_per_k: float = attrs.field(default=75.0, validator=finite_positive)
+    r_plate_liquid_k_per_w: float = attrs.field(default=4.0, validator=finite_positive)
+    r_plate_ambient_k_per_w: float = attrs.field(default=20.0, validator=finite_positive)
+    r_liquid_ambient_k_per_w: float = attrs.field(default=12.0, validator=finite_positive)
+    ambient_c: float = attrs.field(default=22.0, validator=finite)
+    sensor_noise_c: float = attrs.field(default=0.03, validator=finite_non_negative)
+    sensor_resolution_c: float = attrs.field(default=0.0625, validator=finite_positive)
 
     def system_matrix(self) -> Matrix:
         """``A`` of ``x' = A x + b u`` in deviations from ambient, per second."""
@@ -106,13 +92,13 @@ class Thermal:
     params: ThermalParams = attrs.field(factory=ThermalParams)
     # Scenario knob: the room temperature may change during a run; it starts at the parameter's value.
     ambient_c: float = attrs.field(
-        default=attrs.Factory(lambda self: self.params.ambient_c, takes_self=True), kw_only=True, validator=_finite
+        default=attrs.Factory(lambda self: self.params.ambient_c, takes_self=True), kw_only=True, validator=finite
     )
     plate_c: float = attrs.field(
-        default=attrs.Factory(lambda self: self.ambient_c, takes_self=True), kw_only=True, validator=_finite
+        default=attrs.Factory(lambda self: self.ambient_c, takes_self=True), kw_only=True, validator=finite
     )
     liquid_c: float = attrs.field(
-        default=attrs.Factory(lambda self: self.ambient_c, takes_self=True), kw_only=True, validator=_finite
+        default=attrs.Factory(lambda self: self.ambient_c, takes_self=True), kw_only=True, validator=finite
     )
     plate_disconnected: bool = attrs.field(default=False, kw_only=True)
 

@@ -29,6 +29,7 @@ from actors.hardware.sim_motor import StirMotor
 from actors.hardware.sim_optics import Optics, OpticsParams
 from actors.hardware.sim_pumps import PumpParams, SimPump
 from actors.hardware.sim_thermal import Thermal, ThermalParams
+from actors.validators import finite_non_negative, finite_positive
 
 PUMPS: tuple[str, ...] = ("media", "alt_media", "waste")
 PWM_CHANNELS: tuple[str, ...] = ("stirring", "heater", *PUMPS)
@@ -49,16 +50,6 @@ FAULTS: tuple[str, ...] = (
 """
 
 
-def _finite_positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{attribute.name} must be finite and > 0, got {value!r}")
-
-
-def _finite_non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{attribute.name} must be finite and >= 0, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class VesselParams:
     """Everything that defines a simulated vessel. Defaults: a 20 ml Pioreactor with an E. coli culture.
@@ -73,12 +64,12 @@ class VesselParams:
     thermal: ThermalParams = attrs.field(factory=ThermalParams)
     pump: PumpParams = attrs.field(factory=PumpParams)
     seed: int = 0
-    capacity_ml: float = attrs.field(default=20.0, validator=_finite_positive)
-    max_fill_ml: float = attrs.field(default=18.0, validator=_finite_positive)
-    efflux_ml: float = attrs.field(default=15.0, validator=_finite_non_negative)
-    initial_volume_ml: float = attrs.field(default=15.0, validator=_finite_non_negative)
+    capacity_ml: float = attrs.field(default=20.0, validator=finite_positive)
+    max_fill_ml: float = attrs.field(default=18.0, validator=finite_positive)
+    efflux_ml: float = attrs.field(default=15.0, validator=finite_non_negative)
+    initial_volume_ml: float = attrs.field(default=15.0, validator=finite_non_negative)
     ir_led_channel: str = "A"
-    max_step_s: float = attrs.field(default=1.0, validator=_finite_positive)
+    max_step_s: float = attrs.field(default=1.0, validator=finite_positive)
 
     def __attrs_post_init__(self) -> None:
         if not self.efflux_ml <= self.max_fill_ml <= self.capacity_ml:
