@@ -41,7 +41,6 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
-import attrs
 
 from actors.messages import SimEndpoints  # where drivers reach a started device
 from actors import logs
