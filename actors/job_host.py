@@ -33,6 +33,7 @@ from actors.job import Job
 from actors.lifecycle import State
 from actors.messages import (
     AcquireChannel,
+    AdcReading,
     ApplySetting,
     BridgeChanged,
     HallEdges,
@@ -42,11 +43,14 @@ from actors.messages import (
     Ping,
     Pong,
     Publish,
+    ReadAdc,
     ReadHallEdges,
+    ReadTemperature,
     ReleaseChannel,
     RenewLease,
     Reply,
     SetDuty,
+    SetLed,
     SettingsReport,
     StartJob,
     Subscribe,
@@ -262,14 +266,37 @@ class JobHost(ActorTypeDispatcher):
         request_id = self._expect(done)
         self.send(address, AcquireChannel(request_id=request_id, channel=channel, owner=self.job_name))
 
-    def set_duty(self, channel: str, duty: float) -> None:
+    def set_duty(self, channel: str, duty: float, seconds: float | None = None) -> None:
         assert self.config is not None
-        self.send(self.config.drivers["pwm"], SetDuty(channel=channel, duty=float(duty)))
+        self.send(self.config.drivers["pwm"], SetDuty(channel=channel, duty=float(duty), seconds=seconds))
+
+    def request(self, driver: str, build: Callable[[str], Any], callback: Callable[[Any], None]) -> None:
+        """Send ``build(request_id)`` to a driver; ``callback`` gets its reply (Reply, AdcReading, ...)."""
+        assert self.config is not None
+        address = self.config.drivers.get(driver)
+        if address is None:
+            raise KeyError(f"this node has no {driver} driver")
+        self.send(address, build(self._expect(callback)))
+
+    def read_adc(self, signals: tuple[str, ...], callback: Callable[[dict[str, float], float, str | None], None]) -> None:
+        self.request("adc", lambda rid: ReadAdc(request_id=rid, signals=tuple(signals)), lambda r: callback(r.volts, r.at, r.error))
+
+    def set_led(self, channel: str, intensity: float, callback: Callable[[bool, str | None], None] | None = None) -> None:
+        self.request("led", lambda rid: SetLed(request_id=rid, channel=channel, intensity=float(intensity)),
+                     lambda r: callback(r.ok, r.error) if callback else None)
+
+    def read_temperature(self, callback: Callable[[float | None, str | None], None]) -> None:
+        self.request("temperature", lambda rid: ReadTemperature(request_id=rid), lambda r: callback(r.result, r.error))
 
     def read_hall_edges(self, callback: Callable[[int, float], None]) -> None:
         assert self.config is not None
         request_id = self._expect(lambda reply: callback(reply.edges, reply.at))
         self.send(self.config.drivers["pwm"], ReadHallEdges(request_id=request_id))
+
+    def stop(self) -> None:
+        """The job is done (a one-shot action): disconnect, as if a user had asked for it."""
+        if self.state not in (State.DISCONNECTED, State.LOST):
+            self._transition(State.DISCONNECTED, requested=True)
 
     def fail(self, reason: str) -> None:
         """A job that cannot go on (hardware refused, impossible state) exits; the supervisor decides."""
@@ -296,6 +323,11 @@ class JobHost(ActorTypeDispatcher):
         self.send(sender, Pong(request_id=msg.request_id))
 
     def receiveMsg_Reply(self, msg: Reply, _sender: Any) -> None:
+        callback = self.pending.pop(msg.request_id, None)
+        if callback is not None:
+            callback(msg)
+
+    def receiveMsg_AdcReading(self, msg: AdcReading, _sender: Any) -> None:
         callback = self.pending.pop(msg.request_id, None)
         if callback is not None:
             callback(msg)

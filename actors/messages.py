@@ -26,6 +26,7 @@ class NodeConfig:
     clock_anchor: float  # every process of the node derives simulated time from this
     state_dir: str  # this node's own directory
     plugin_dir: str  # drop-in job files: <plugin_dir>/<job_name>.py
+    model: str = "pioreactor_20ml_1.5"  # vessel model (hardware description under actors/hardware/models)
     broker_username: str | None = None
     broker_password: str | None = None
 
@@ -232,11 +233,42 @@ class BridgeStatus:
 
 
 @attrs.frozen(kw_only=True)
+class HardwareConfig:
+    """How this node's drivers reach their hardware: a HAT and vessel model, and the endpoints.
+
+    On a Pi: pigpiod on localhost and I2C bus 1. On a sim unit: the simulated device's loopback ports.
+    """
+
+    hat: str
+    model: str
+    pigpio_host: str = "127.0.0.1"
+    pigpio_port: int = 8888
+    i2c_bus: int = 1
+    i2c_port: int | None = None  # set on sim units: I2C over loopback to the simulated device
+
+
+@attrs.frozen(kw_only=True)
+class BootDriver:
+    node: NodeConfig
+    hardware: HardwareConfig
+
+
+@attrs.frozen(kw_only=True)
+class DriverFailed:
+    """A driver could not reach its hardware; the supervisor reports it and keeps outputs safe."""
+
+    driver: str
+    error: str
+
+
+@attrs.frozen(kw_only=True)
 class Wire:
-    """Tells a driver where the bridge is (drivers start before it) and who supervises it."""
+    """Tells a driver where the bridge is (drivers start before it), who supervises it, and where the
+    PWM driver is (the temperature driver feeds it plate readings for the heater's safety)."""
 
     bridge: Any
     supervisor: Any
+    pwm: Any = None
 
 
 @attrs.frozen(kw_only=True)
@@ -262,6 +294,7 @@ class ReleaseOwner:
 class SetDuty:
     channel: str
     duty: float
+    seconds: float | None = None  # pumps: how long the command is meant to run (the driver caps it)
 
 
 @attrs.frozen(kw_only=True)
@@ -286,6 +319,67 @@ class DriverStatus:
     driver: str
     outputs: dict[str, float]
     owners: dict[str, str]
+
+
+@attrs.frozen(kw_only=True)
+class PlateReading:
+    """The heater plate's temperature (None: the sensor did not answer), for the heater's safety tiers."""
+
+    celsius: float | None
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class ReadTemperature:
+    request_id: str
+
+
+@attrs.frozen(kw_only=True)
+class ReadAdc:
+    request_id: str
+    signals: tuple[str, ...]  # e.g. ("pd1", "pd2"), ("aux",)
+
+
+@attrs.frozen(kw_only=True)
+class AdcReading:
+    request_id: str
+    volts: dict[str, float]
+    at: float
+    error: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AdcTrip:
+    """A photodiode read above the over-voltage limit: LEDs off, OD stopped."""
+
+    signal: str
+    volts: float
+
+
+@attrs.frozen(kw_only=True)
+class SetLed:
+    request_id: str
+    channel: str
+    intensity: float
+
+
+@attrs.frozen(kw_only=True)
+class AllLedsOff:
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class SimEndpoints:
+    """Where a simulated unit's drivers reach its device (both ports on loopback)."""
+
+    pigpio_port: int
+    i2c_port: int
+    host: str = "127.0.0.1"
+
+
+@attrs.frozen(kw_only=True)
+class GetSimTruth:
+    request_id: str
 
 
 @attrs.frozen(kw_only=True)

@@ -13,6 +13,7 @@ import os
 
 BUILTIN_JOBS: dict[str, str] = {
     "stirring": "actors.stirring:Stirring",
+    "self_test": "actors.self_test:SelfTest",
 }
 
 ENTRY_POINT_GROUP = "pioactors.jobs"

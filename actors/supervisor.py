@@ -23,11 +23,22 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExi
 import actors
 from actors import logs, topics
 from actors.clock import Clock, utc_iso
+from actors.hardware.adc_driver import AdcDriver
+from actors.hardware.led_driver import LedDriver
 from actors.hardware.pwm_driver import PwmDriver
+from actors.hardware.sim_vessel import SimVessel
+from actors.hardware.temperature_driver import TemperatureDriver
 from actors.job_host import JobHost
 from actors.messages import (
+    AdcTrip,
+    AllLedsOff,
     ApplySetting,
     Boot,
+    BootDriver,
+    DriverFailed,
+    GetSimTruth,
+    HardwareConfig,
+    SimEndpoints,
     BridgeChanged,
     BridgeStatus,
     DriverStatus,
@@ -59,6 +70,8 @@ from actors.supervision import CrashHistory, RestartPolicy, decide_restart, reco
 
 log = logs.get("supervisor")
 
+SIM_HAT = "1.2"  # the HAT a simulated unit emulates
+DRIVERS = {"pwm": PwmDriver, "temperature": TemperatureDriver, "adc": AdcDriver, "led": LedDriver}
 KILL_GRACE_SECONDS = 5.0  # a job that has not exited this long after a stop request is SIGKILLed
 HEALTH_EVERY_SECONDS = 5.0  # each live job is pinged this often (real seconds)
 HEALTH_MISSES = 3  # unanswered pings in a row before a hung job is killed (and then restarted)
@@ -112,7 +125,11 @@ class NodeSupervisor(ActorTypeDispatcher):
         super().__init__(*args, **kwargs)
         self.config: NodeConfig | None = None
         self.clock = Clock()
-        self.pwm: Any = None
+        self.drivers: dict[str, Any] = {}
+        self.driver_errors: dict[str, str] = {}
+        self.sim: Any = None
+        self.hardware: HardwareConfig | None = None
+        self.boot_reply: tuple[Any, bool] | None = None  # (who asked, resume) until the hardware is up
         self.bridge: Any = None
         self.jobs: dict[str, JobRecord] = {}
         self.relays: dict[str, Any] = {}  # request_id -> who asked (replies relayed from children)
@@ -136,20 +153,80 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     # --- boot and children ---------------------------------------------------------------------------
 
+    @property
+    def pwm(self) -> Any:
+        return self.drivers.get("pwm")
+
     def receiveMsg_Boot(self, msg: Boot, sender: Any) -> None:
-        if self.config is None:
-            self.config = msg.config
-            self.clock = Clock(time_scale=msg.config.time_scale, anchor=msg.config.clock_anchor)
-            self._start_pwm()
-            self._start_bridge()
-            self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
-            self.wakeupAfter(HEALTH_EVERY_SECONDS, payload=("health",))
-            log.info("node %s booted (hardware %s, time_scale %s)", msg.config.unit, msg.config.hardware, msg.config.time_scale)
-            if msg.resume:
+        if self.config is not None:
+            if self.boot_reply is None:
+                self.send(sender, self._node_info(""))
+            return
+        cfg = msg.config
+        self.config = cfg
+        self.clock = Clock(time_scale=cfg.time_scale, anchor=cfg.clock_anchor)
+        self.boot_reply = (sender, msg.resume)
+        if cfg.hardware == "sim":
+            # The simulated device comes first: the drivers reach it like hardware, on its ports.
+            self.hardware = HardwareConfig(hat=SIM_HAT, model=cfg.model)
+            self.sim = self.createActor(SimVessel)
+            self.send(self.sim, BootDriver(node=cfg, hardware=self.hardware))
+        else:
+            self._hardware_ready(HardwareConfig(hat=cfg.hardware, model=cfg.model))
+
+    def receiveMsg_SimEndpoints(self, msg: SimEndpoints, _sender: Any) -> None:
+        assert self.hardware is not None
+        self._hardware_ready(attrs.evolve(self.hardware, pigpio_port=msg.pigpio_port, i2c_port=msg.i2c_port))
+
+    def _hardware_ready(self, hardware: HardwareConfig) -> None:
+        assert self.config is not None
+        self.hardware = hardware
+        for kind in DRIVERS:
+            self._start_driver(kind)
+        self._start_bridge()
+        self._wire()
+        self.wakeupAfter(HEALTH_EVERY_SECONDS, payload=("health",))
+        log.info("node %s booted (hardware %s, model %s, time_scale %s)", self.config.unit, self.config.hardware, self.config.model, self.config.time_scale)
+        if self.boot_reply is not None:
+            requester, resume = self.boot_reply
+            self.boot_reply = None
+            if resume:
                 self._resume_jobs()
             else:
                 self._save_jobs()
-        self.send(sender, self._node_info(""))
+            self.send(requester, self._node_info(""))
+
+    def _start_driver(self, kind: str) -> None:
+        assert self.config is not None and self.hardware is not None
+        self.drivers[kind] = self.createActor(DRIVERS[kind])
+        self.send(self.drivers[kind], BootDriver(node=self.config, hardware=self.hardware))
+
+    def _wire(self) -> None:
+        for address in self.drivers.values():
+            self.send(address, Wire(bridge=self.bridge, supervisor=self.myAddress, pwm=self.pwm))
+
+    def receiveMsg_DriverFailed(self, msg: DriverFailed, _sender: Any) -> None:
+        self.driver_errors[msg.driver] = msg.error
+        log.error("%s", msg.error)
+        if msg.driver == "sim_vessel" and self.boot_reply is not None:
+            requester, _ = self.boot_reply
+            self.boot_reply = None
+            self.config = None
+            self.send(requester, NodeInfo(request_id="", unit=None, version=actors.__version__, pid=os.getpid(), pgid=os.getpgid(0), booted=False))
+
+    def receiveMsg_AdcTrip(self, msg: AdcTrip, _sender: Any) -> None:
+        self.send(self.drivers["led"], AllLedsOff(reason=f"{msg.signal} read {msg.volts:.2f} V"))
+        record = self.jobs.get("od_reading")
+        if record is not None and record.address is not None and record.desired:
+            record.desired = False
+            record.stopping = True
+            self._save_jobs()
+            self.send(record.address, ActorExitRequest())
+
+    def _start_bridge(self) -> None:
+        assert self.config is not None
+        self.bridge = self.createActor(MQTTBridge)
+        self.send(self.bridge, Boot(config=self.config))
 
     # --- jobs that survive the loss of the node ------------------------------------------------------
 
@@ -188,16 +265,6 @@ class NodeSupervisor(ActorTypeDispatcher):
             self._start_job(record)
         self._save_jobs()
 
-    def _start_pwm(self) -> None:
-        assert self.config is not None
-        self.pwm = self.createActor(PwmDriver)
-        self.send(self.pwm, Boot(config=self.config))
-
-    def _start_bridge(self) -> None:
-        assert self.config is not None
-        self.bridge = self.createActor(MQTTBridge)
-        self.send(self.bridge, Boot(config=self.config))
-
     def _node_info(self, request_id: str) -> NodeInfo:
         return NodeInfo(
             request_id=request_id,
@@ -205,7 +272,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             version=actors.__version__,
             pid=os.getpid(),
             pgid=os.getpgid(0),
-            booted=self.config is not None,
+            booted=self.config is not None and self.boot_reply is None,
         )
 
     def receiveMsg_Hello(self, msg: Hello, sender: Any) -> None:
@@ -246,7 +313,7 @@ class NodeSupervisor(ActorTypeDispatcher):
     # --- CLI requests --------------------------------------------------------------------------------
 
     def _not_booted(self, request_id: str, sender: Any) -> bool:
-        if self.config is None:
+        if self.config is None or self.boot_reply is not None:
             self.send(sender, Reply(request_id=request_id, ok=False, error="the node is still starting; try again"))
             return True
         return False
@@ -303,7 +370,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             node=self.config,
             supervisor=self.myAddress,
             bridge=self.bridge,
-            drivers={"pwm": self.pwm},
+            drivers=dict(self.drivers),
             generation=record.generation,
         )
         self.send(record.address, StartJob(config=config))
@@ -318,8 +385,18 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.send(record.address, ApplySetting(request_id=msg.request_id, setting=msg.setting, value=msg.value, source="cli"))
 
     def receiveMsg_SimFault(self, msg: SimFault, sender: Any) -> None:
+        if self.sim is None:
+            self.send(sender, Reply(request_id=msg.request_id, ok=False, error="this unit is not simulated; fault knobs exist only on sim units"))
+            return
         self.relays[msg.request_id] = sender
-        self.send(self.pwm, msg)
+        self.send(self.sim, msg)
+
+    def receiveMsg_GetSimTruth(self, msg: GetSimTruth, sender: Any) -> None:
+        if self.sim is None:
+            self.send(sender, Reply(request_id=msg.request_id, ok=False, error="this unit is not simulated"))
+            return
+        self.relays[msg.request_id] = sender
+        self.send(self.sim, msg)
 
     def receiveMsg_Reply(self, msg: Reply, _sender: Any) -> None:
         requester = self.relays.pop(msg.request_id, None)
@@ -351,6 +428,8 @@ class NodeSupervisor(ActorTypeDispatcher):
             "booted": cfg is not None,
             "experiment": cfg.experiment if cfg else None,
             "hardware": cfg.hardware if cfg else None,
+            "model": cfg.model if cfg else None,
+            "driver_errors": dict(self.driver_errors),
             "time_scale": cfg.time_scale if cfg else None,
             "admin_port": cfg.admin_port if cfg else None,
             "state_dir": cfg.state_dir if cfg else None,
@@ -465,10 +544,14 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, _sender: Any) -> None:
         address = msg.childAddress
-        if self.shutting_down and address in (self.pwm, self.bridge):
+        kind = next((k for k, a in self.drivers.items() if a == address), None)
+        if self.shutting_down and (kind is not None or address in (self.bridge, self.sim)):
             return
-        if address == self.pwm:
-            self._driver_died()
+        if kind is not None:
+            self._driver_died(kind)
+            return
+        if address == self.sim and self.sim is not None:
+            log.error("the simulated vessel died; its drivers lose their device until the node restarts")
             return
         if address == self.bridge:
             self._bridge_died()
@@ -538,10 +621,10 @@ class NodeSupervisor(ActorTypeDispatcher):
                         except ProcessLookupError:
                             pass
 
-    def _driver_died(self) -> None:
-        log.error("the PWM driver died; restarting it and the jobs that use it")
-        self._start_pwm()
-        self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
+    def _driver_died(self, kind: str) -> None:
+        log.error("the %s driver died; restarting it and the jobs that use it", kind)
+        self._start_driver(kind)
+        self._wire()
         for record in self.jobs.values():
             if record.address is not None and record.desired:
                 record.restart_now = True
@@ -550,7 +633,7 @@ class NodeSupervisor(ActorTypeDispatcher):
     def _bridge_died(self) -> None:
         log.error("the MQTT bridge died; restarting it")
         self._start_bridge()
-        self.send(self.pwm, Wire(bridge=self.bridge, supervisor=self.myAddress))
+        self._wire()
         for record in self.jobs.values():
             if record.address is not None:
                 self.send(record.address, BridgeChanged(bridge=self.bridge))

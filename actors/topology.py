@@ -36,6 +36,7 @@ class Unit:
     admin_port: int = 1900
     time_scale: float = 1.0
     address: str = "127.0.0.1"
+    model: str = "pioreactor_20ml_1.5"
 
 
 @attrs.frozen(kw_only=True)
@@ -161,6 +162,16 @@ def parse(text: str, path: str = "topology.yaml") -> Topology:
                     r.err(fields["time_scale"][1], f"{where}.time_scale", f"{scale} must be above 0 (1 is real time)")
                 elif scale is not None:
                     kw["time_scale"] = scale
+            if "model" in fields:
+                model = r.scalar(fields["model"][1], f"{where}.model", str, "a vessel model name")
+                if model is not None:
+                    from actors.hardware.description import available_models
+
+                    models = available_models()
+                    if model not in models:
+                        r.err(fields["model"][1], f"{where}.model", f"unknown model {model!r}; models are: {', '.join(models)}")
+                    else:
+                        kw["model"] = model
             if "address" in fields:
                 address = r.scalar(fields["address"][1], f"{where}.address", str, "a host name or address")
                 if address is not None:

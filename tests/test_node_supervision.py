@@ -130,18 +130,17 @@ def test_an_unknown_fault_knob_is_refused(node):
 HUNG = '''
 import time
 
-from actors.job import Job, PUMPS
+from actors.job import Job
 
 
 class Hung(Job):
     name = "hung"
-    kill_priority = PUMPS
 
     def start(self):
-        self.ctx.acquire("pwm", "media", self.granted)
+        self.ctx.acquire("pwm", "stirring", self.granted)
 
     def granted(self, ok, error):
-        self.ctx.set_duty("media", 80.0)
+        self.ctx.set_duty("stirring", 80.0)
         self.ctx.ready()
         self.ctx.after(1.0, self.hang)
 
@@ -153,12 +152,12 @@ class Hung(Job):
 def test_a_hung_job_loses_its_channel_when_its_lease_lapses(node, mqtt_watcher: MqttWatcher):
     node.write_plugin("hung", HUNG)
     node.pio("run", "hung")
-    mqtt_watcher.wait_for(pwm_topic(node), lambda p: json.loads(p).get("13") == 80.0)
+    mqtt_watcher.wait_for(pwm_topic(node), lambda p: json.loads(p).get("17") == 80.0)
     on_at = time.monotonic()
     # The process is alive but silent; the driver forces the pump off after its lease (10 s) lapses.
     mqtt_watcher.wait_for(pwm_topic(node), "{}", timeout=20, since=on_at)
     assert time.monotonic() - on_at > 5  # it was the lease, not something else
-    assert wait_until(lambda: "stopped renewing its lease on media" in node.log_text(), 5, message="lease log line")
+    assert wait_until(lambda: "stopped renewing its lease on stirring" in node.log_text(), 5, message="lease log line")
     # The supervisor notices the job no longer answers, kills it, and its restart policy applies.
     error = mqtt_watcher.wait_for(f"pioreactor/{node.unit}/demo/logs/supervisor/error", lambda p: "has not answered" in p, timeout=30)
     assert "hung" in error

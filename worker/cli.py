@@ -363,6 +363,21 @@ def sim_fault(target: Target, knob: str, state: str) -> None:
     click.echo(f"{knob}: {state}")
 
 
+@sim.command("truth")
+@click.option("--json", "as_json", is_flag=True)
+@pass_target
+def sim_truth(target: Target, as_json: bool) -> None:
+    """What the simulated vessel really holds (OD, growth rate, volume, temperatures, RPM)."""
+    from actors.messages import GetSimTruth
+
+    truth = Node(target).request(GetSimTruth(request_id=new_id()))
+    if as_json:
+        click.echo(json.dumps(truth, indent=2, sort_keys=True))
+    else:
+        for key, value in sorted(truth.items()):
+            click.echo(f"{key:<22} {value}")
+
+
 # --- other --------------------------------------------------------------------------------------------
 
 

@@ -56,6 +56,7 @@ def node_config(topology: Topology, unit_name: str) -> NodeConfig:
         broker_password=topology.broker.password,
         admin_port=unit.admin_port,
         time_scale=unit.time_scale,
+        model=unit.model,
         clock_anchor=time.time(),
         state_dir=ndir,
         plugin_dir=node_files.plugin_dir(),
