@@ -207,6 +207,42 @@ def node_stop(target: Target) -> None:
     click.echo(f"node {target.unit} stopped{suffix}")
 
 
+@node.command("zero-outputs")
+@click.option("--force", is_flag=True, help="even while the node runs")
+@pass_target
+def node_zero_outputs(target: Target, force: bool) -> None:
+    """Turn every PWM output and LED off, straight at the hardware (systemd ExecStartPre/ExecStopPost).
+
+    pigpiod keeps PWM running after its client dies, so a unit should zero its outputs whenever the
+    node starts or stops, however it stopped."""
+    unit = target.topology.units[target.unit]
+    if unit.hardware == "sim":
+        click.echo(f"{target.unit} is simulated: its outputs stop with the node; nothing to do")
+        return
+    info = PidFile.read(target.unit)
+    if not force and info is not None and pid_alive(info.daemon_pid):
+        fail(f"node {target.unit} is running and owns its outputs; stop it first (or use --force)")
+    from actors.hardware import hardware_access
+    from actors.messages import HardwareConfig
+
+    hw = HardwareConfig(hat=unit.hardware, model=unit.model)
+    desc = hardware_access.description(hw)
+    problems = []
+    try:
+        hardware_access.open_pwm(hw, desc).close()  # opening zeroes every pin; closing zeroes again
+    except Exception as e:
+        problems.append(f"PWM: {e}")
+    try:
+        led = hardware_access.led_chip(hardware_access.open_i2c(hw), desc)
+        for pocket in desc.leds.channels:
+            led.set_intensity(hardware_access.led_output(desc, pocket), 0.0)
+    except Exception as e:
+        problems.append(f"LEDs: {e}")
+    if problems:
+        fail("; ".join(problems))
+    click.echo(f"{target.unit}: every PWM output and LED is off")
+
+
 @node.command("status")
 @click.option("--json", "as_json", is_flag=True)
 @pass_target
