@@ -31,10 +31,23 @@ def open_i2c(hw: HardwareConfig) -> I2CBus:
     return open_real_bus(hw.i2c_bus)
 
 
+def is_raspberry_pi_5(model_file: str = "/proc/device-tree/model") -> bool:
+    """pigpiod does not run on a Pi 5 (BCM2712): there the PWM goes through lgpio and sysfs instead."""
+    try:
+        with open(model_file, "rb") as f:
+            return b"Raspberry Pi 5" in f.read()
+    except OSError:
+        return False
+
+
 def open_pwm(hw: HardwareConfig, desc: HardwareDescription) -> Any:
+    frequencies = {ch.pin: int(round(ch.hz)) for ch in desc.pwm.channels.values()}
+    if hw.i2c_port is None and is_raspberry_pi_5():
+        from actors.hardware.lgpio_backend import LgpioPwmBackend
+
+        return LgpioPwmBackend(frequencies=frequencies, hall_pin=desc.gpio.hall_sensor, hardware_pins=desc.pwm.hardware_pins)
     from actors.hardware.pigpio_backend import PigpioPwmBackend
 
-    frequencies = {ch.pin: int(round(ch.hz)) for ch in desc.pwm.channels.values()}
     return PigpioPwmBackend(hw.pigpio_host, hw.pigpio_port, frequencies=frequencies, hall_pin=desc.gpio.hall_sensor)
 
 
