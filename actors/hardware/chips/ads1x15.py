@@ -147,6 +147,11 @@ class _Ads1x15Adc:
         try:
             return op()
         except OSError as e:
+            # adafruit_ads1x15 records the input as "last read" before it writes the config; if that
+            # transaction failed, its continuous-mode shortcut would never re-point the chip at the
+            # conversion register and every later read would return the config word. Forget the
+            # last input so the next read sets the chip up again.
+            self._ads._last_pin_read = None
             raise ChipError.from_os_error(self.chip, self.address, e) from e
         except ValueError as e:
             # adafruit_bus_device's probe: ValueError("No I2C device at address: 0x48").
