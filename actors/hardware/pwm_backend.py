@@ -1,17 +1,16 @@
-"""PWM backends: the only code that sets a duty cycle on a pin. Plain classes, no actors.
+"""What every PWM backend shares: the :class:`PwmBackend` protocol, :class:`HardwareError` and duty checks.
 
-Only the PWM driver actor calls a backend. The simulated backend drives a simulated stirring motor
-whose hall sensor the driver reads; the pigpio and lgpio backends slot in beside it.
+Only the PWM driver actor calls a backend. The backends themselves live beside this module:
+:mod:`~actors.hardware.pigpio_backend` (Pi 1-4, and every simulated unit, whose
+:class:`~actors.hardware.sim_device.SimDevice` serves the pigpio protocol) and
+:mod:`~actors.hardware.lgpio_backend` (Pi 5). There is deliberately no in-process simulated backend: a sim
+unit goes through the same client code as a Pi, so the simulator cannot hide a backend bug.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Protocol
-
-from actors.clock import Clock
-from actors.hardware.description import PWM_PINS
-from actors.hardware.sim_motor import StirMotor
 
 
 class HardwareError(RuntimeError):
@@ -43,43 +42,3 @@ class PwmBackend(Protocol):
     def hall_edges(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-class SimPwmBackend:
-    """Pins kept in memory; the stirring pin turns a :class:`StirMotor` advanced by the node clock."""
-
-    def __init__(self, clock: Clock, motor: StirMotor | None = None) -> None:
-        self.clock = clock
-        self.motor = motor or StirMotor()
-        self.duties: dict[int, float] = {}
-        self._last = clock.now()
-
-    def _advance(self) -> None:
-        now = self.clock.now()
-        if now > self._last:
-            self.motor.advance(now - self._last)
-        self._last = max(self._last, now)
-
-    def set_duty(self, pin: int, duty: float) -> None:
-        duty = validate_duty(duty)
-        self._advance()
-        self.duties[pin] = duty
-        if pin == PWM_PINS["stirring"]:
-            self.motor.set_duty(duty)
-
-    def duty(self, pin: int) -> float:
-        return self.duties.get(pin, 0.0)
-
-    def hall_edges(self) -> int:
-        self._advance()
-        return self.motor.hall_edges
-
-    def set_fault(self, knob: str, on: bool) -> None:
-        if knob != "stalled_motor":
-            raise ValueError(f"unknown fault knob {knob!r}; known: stalled_motor")
-        self._advance()
-        self.motor.stalled = on
-
-    def close(self) -> None:
-        for pin in list(self.duties):
-            self.set_duty(pin, 0.0)

@@ -1,5 +1,7 @@
-"""One contract for every PWM backend: the simulator, pigpio (real client against the fake daemon, real
-bytes) and lgpio + sysfs (against the fake module and a temp-dir sysfs tree).
+"""One contract for every PWM backend: pigpio (the real client against the fake daemon, real bytes), lgpio +
+sysfs (against the fake module and a temp-dir sysfs tree) and the simulated unit (the same pigpio backend
+against a started :class:`~actors.hardware.sim_device.SimDevice`, which is how sim units are driven in
+production).
 
 The contract, and why:
 * every pin reads 0 right after construction, even if a previous owner left it on (pigpiod and the
@@ -12,7 +14,7 @@ The contract, and why:
 * ``close`` leaves every pin at 0 on the device, and may be called twice.
 
 "The device" is observed independently of the backend under test (the fake daemon's state, the fake
-chip's lines and the sysfs files, the simulator's pin table), so it can be checked after ``close``.
+chip's lines and the sysfs files, the simulated vessel's actuators), so it can be checked after ``close``.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.clock import Clock
-from actors.hardware.description import HALL_SENSOR_PIN, PWM_PINS
+from actors.hardware.description import HALL_SENSOR_PIN, PWM_PINS, load
 from actors.hardware.lgpio_backend import DEFAULT_HARDWARE_CHANNELS, LgpioPwmBackend
 from actors.hardware.pigpio_backend import PigpioPwmBackend
-from actors.hardware.pwm_backend import PwmBackend, SimPwmBackend
-from actors.hardware.sim_motor import StirMotor
+from actors.hardware.pwm_backend import PwmBackend
+from actors.hardware.sim_device import SimDevice
+from actors.hardware.vessel import Vessel, VesselParams
 from tests.support.fake_lgpio import FakeLgpio, SysfsPwmTree
 from tests.support.fake_pigpiod import FakePigpiod
 from tests.support.waiting import wait_until
@@ -59,27 +61,42 @@ SAMPLE_DUTIES = (0.0, 0.1, 1.0, 12.5, 33.3, 50.0, 66.7, 99.9, 100.0)
 BAD_DUTIES = (-0.1, -5.0, 100.01, 150.0, math.nan, math.inf, -math.inf)
 
 
-class ManualClock(Clock):
-    """A :class:`Clock` whose ``now()`` moves only when the test advances it, so the simulated stirring
-    motor turns by exactly the time the test says (``Clock`` is a frozen attrs class, hence
-    ``object.__setattr__``)."""
+# The simulated unit the sim rig drives: a HAT 1.2 with a 20 ml v1.5 vessel, as a sim node would run it.
+SIM_HAT, SIM_MODEL = "1.2", "pioreactor_20ml_1.5"
+SIM_SPIN_DUTY, SIM_SPIN_S = 60.0, 5.0  # stir this hard for this long (simulated) to make hall edges
+
+
+class SimNow:
+    """The node clock of the simulated unit: simulated seconds that move only when the test advances them,
+    so the vessel's stirrer turns by exactly the time the test says."""
 
     def __init__(self, start: float = 1_000_000.0) -> None:
-        super().__init__(time_scale=1.0, anchor=start)
-        object.__setattr__(self, "_t", start)
+        self.t = start
 
-    def now(self) -> float:
-        return self._t  # type: ignore[attr-defined, no-any-return]
+    def __call__(self) -> float:
+        return self.t
 
     def advance(self, seconds: float) -> None:
-        object.__setattr__(self, "_t", self._t + seconds)  # type: ignore[attr-defined]
+        self.t += seconds
+
+
+def leave_running_via_pigpio(port: int, pin: int, percent: float) -> None:
+    """Start PWM on ``pin`` with a plain pigpio client, then drop the client without zeroing: what a
+    crashed previous owner leaves behind (the daemon, real or fake, keeps the PWM running)."""
+    import pigpio
+
+    pi = pigpio.pi("127.0.0.1", port, show_errors=False)
+    assert pi.connected
+    pi.set_PWM_frequency(pin, FREQUENCIES[pin])
+    pi.set_PWM_range(pin, 100)
+    pi.set_PWM_dutycycle(pin, round(percent))
+    pi.stop()
 
 
 class Rig:
     """A backend kind plus an independent view of its device. Subclasses fill in the hooks."""
 
     name = ""
-    persistent_device = True  # False: nothing outlives the backend object, so nothing can be left on
 
     def __init__(self) -> None:
         self.stack = ExitStack()
@@ -129,37 +146,48 @@ class Rig:
 
 
 class SimRig(Rig):
+    """The simulated unit: :class:`PigpioPwmBackend` on a started :class:`SimDevice`, as a sim node runs it.
+
+    The device is the vessel: its actuator duties are what the pins drive, and its stirrer makes the
+    hall edges, so the rig checks the whole path (pigpio client, fake daemon, ``on_pwm`` wiring, vessel).
+    """
+
     name = "sim"
-    persistent_device = False
 
     def __init__(self) -> None:
         super().__init__()
-        self.clock = ManualClock()
-        self.last: SimPwmBackend | None = None
+        self.desc = load(SIM_HAT, SIM_MODEL)
+        self.now = SimNow()
+        vessel = Vessel(VesselParams(seed=7, ir_led_channel=self.desc.leds.ir))
+        self.device = SimDevice(self.desc, vessel, self.now)
+        self.endpoints = self.device.start()
+        self.stack.callback(self.device.stop)  # runs after the backends close (see Rig.teardown)
+        self.channels = {ch.pin: name for name, ch in self.desc.pwm.channels.items()}
+        self.frequencies = {ch.pin: int(round(ch.hz)) for ch in self.desc.pwm.channels.values()}
+        assert set(self.channels) == set(PINS), "the sim HAT's PWM pins are the ones this contract drives"
 
-    def _open(self) -> SimPwmBackend:
-        self.last = SimPwmBackend(self.clock)
-        return self.last
-
-    def resolution(self, backend: Any, pin: int) -> float:
-        return 1e-9  # floats all the way down
+    def _open(self) -> PigpioPwmBackend:
+        return PigpioPwmBackend(
+            self.endpoints.host,
+            self.endpoints.pigpio_port,
+            frequencies=self.frequencies,
+            hall_pin=self.desc.gpio.hall_sensor,
+        )
 
     def device_duty(self, pin: int) -> float:
-        assert self.last is not None
-        return self.last.duties.get(pin, 0.0)
+        return float(self.device.truth()["pwm"][self.channels[pin]])
 
     def produce_hall_edges(self, backend: Any, count: int) -> int:
-        # Spin the motor for 5 s of simulated time; an independent twin motor says how many edges the
-        # sensor produced (integration is exact for a constant duty, so one step matches the backend's).
-        twin = StirMotor()
-        twin.set_duty(60.0)
-        backend.set_duty(STIRRING, 60.0)
-        self.clock.advance(5.0)
-        twin.advance(5.0)
-        return twin.hall_edges
+        # The vessel decides how many revolutions a spin makes; its own count is the truth to compare.
+        before = self.device.truth()["hall_edges"]
+        backend.set_duty(STIRRING, SIM_SPIN_DUTY)
+        self.now.advance(SIM_SPIN_S)
+        made = int(self.device.truth()["hall_edges"]) - before
+        backend.set_duty(STIRRING, 0.0)  # no more edges after this: the clock stands still from here on
+        return made
 
-    def wait_for_edges(self, backend: Any, base: int, count: int) -> None:
-        pass  # synchronous
+    def leave_running(self, pin: int, percent: float) -> None:
+        leave_running_via_pigpio(self.endpoints.pigpio_port, pin, percent)
 
 
 class PigpioRig(Rig):
@@ -182,14 +210,7 @@ class PigpioRig(Rig):
         return count
 
     def leave_running(self, pin: int, percent: float) -> None:
-        import pigpio
-
-        pi = pigpio.pi("127.0.0.1", self.fake.port, show_errors=False)
-        assert pi.connected
-        pi.set_PWM_frequency(pin, FREQUENCIES[pin])
-        pi.set_PWM_range(pin, 100)
-        pi.set_PWM_dutycycle(pin, round(percent))
-        pi.stop()  # goes away without zeroing: the daemon keeps the PWM running
+        leave_running_via_pigpio(self.fake.port, pin, percent)
 
     def teardown(self) -> None:
         super().teardown()  # backends first: the pigpio client misbehaves if the daemon vanishes first
@@ -268,8 +289,6 @@ def test_every_pin_reads_zero_after_construction(rig: Rig) -> None:
 
 
 def test_outputs_left_on_by_a_previous_owner_are_zeroed_at_construction(rig: Rig) -> None:
-    if not rig.persistent_device:
-        pytest.skip("in-memory device: nothing outlives the backend object")
     for pin in PINS:
         rig.leave_running(pin, 75.0)
     assert all(rig.device_duty(pin) > 0 for pin in PINS), "the stand-in for a dead owner did not stick"
