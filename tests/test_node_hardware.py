@@ -157,3 +157,32 @@ def test_simulated_truth_and_driver_status(node):
     status = node.pio_json("status")
     assert status["driver_errors"] == {}
     assert status["model"] == "pioreactor_20ml_1.5"
+
+
+OD_LIKE = '''
+from actors.job import Job
+
+
+class OdReading(Job):
+    name = "od_reading"
+
+    def start(self):
+        self.ctx.set_led("A", 80.0, lambda ok, err: self.begin())
+
+    def begin(self):
+        self.ctx.ready()
+        self.ctx.every(1.0, lambda: self.ctx.read_adc(("pd1", "pd2"), lambda volts, at, err: None), "sample")
+'''
+
+
+def test_photodiode_over_voltage_turns_leds_off_and_stops_od(node, mqtt_watcher: MqttWatcher):
+    node.write_plugin("od_reading", OD_LIKE)  # stands in for the OD job of the measurement issue
+    node.pio("run", "od_reading")
+    leds = f"pioreactor/{node.unit}/$experiment/leds/intensity"
+    mqtt_watcher.wait_for(leds, lambda p: json.loads(p)["A"] == 80.0)
+    since = time.monotonic()
+    node.pio("sim", "fault", "overvoltage:pd2", "on")
+    mqtt_watcher.wait_for(leds, lambda p: all(v == 0 for v in json.loads(p).values()), timeout=10, since=since)
+    wait_until(lambda: node.job("od_reading") is None, 10, message="OD job stopped")
+    assert wait_until(lambda: "above 3.2 V: LEDs off" in node.log_text(), 5)
+    assert mqtt_watcher.retained(node.topic("od_reading", "$state")) == "disconnected"

@@ -78,6 +78,8 @@ I2C_LOG_LENGTH = 256  # FakeI2CBus logs every transaction; keep only recent ones
 I2C_ERRORS = "i2c_errors"
 LOW_POWER = "low_power"
 MISSING = "missing_sensor:"
+OVERVOLTAGE = "overvoltage:"  # a photodiode input driven to 3.3 V (a wrong angle, too much IR)
+OVERVOLTAGE_V = 3.3
 
 
 class SimDevice:
@@ -203,9 +205,16 @@ class SimDevice:
     # -- faults --------------------------------------------------------------------------------------
     def faults(self) -> list[str]:
         """Every fault knob this device has: the vessel's faults, ``i2c_errors`` (every chip NACKs),
-        ``low_power`` (the supply rail sags to 4.5 V) and ``missing_sensor:<name>`` for each ADC signal,
-        ``temperature`` and each chip kind on the bus."""
-        return [*VESSEL_FAULTS, I2C_ERRORS, LOW_POWER, *(MISSING + name for name in self._missing)]
+        ``low_power`` (the supply rail sags to 4.5 V), ``missing_sensor:<name>`` for each ADC signal,
+        ``temperature`` and each chip kind on the bus, and ``overvoltage:<pd>`` (that photodiode reads 3.3 V)."""
+        photodiodes = [signal for signal in self._angles if signal in self.hardware.adc]
+        return [
+            *VESSEL_FAULTS,
+            I2C_ERRORS,
+            LOW_POWER,
+            *(MISSING + name for name in self._missing),
+            *(OVERVOLTAGE + signal for signal in photodiodes),
+        ]
 
     def active_faults(self) -> list[str]:
         with self._lock:
@@ -312,6 +321,8 @@ class SimDevice:
             self._sync()
             if MISSING + signal in self._active:
                 return 0.0
+            if OVERVOLTAGE + signal in self._active:
+                return OVERVOLTAGE_V
             if signal == "aux":
                 return (LOW_RAIL_V if LOW_POWER in self._active else HEALTHY_RAIL_V) * AUX_DIVIDER
             if signal == "version":
