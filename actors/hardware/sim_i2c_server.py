@@ -52,33 +52,19 @@ from types import TracebackType
 from typing import Any
 
 from actors import logs
+from actors.hardware.loopback_server import LOOPBACK, Connection, LoopbackServer, recv_exact
 from actors.hardware.sim_i2c import EREMOTEIO, FakeI2CBus
 
 log = logs.get("sim_i2c_server")
 
 OP_SCAN, OP_WRITE, OP_READ, OP_WRITE_READ = 1, 2, 3, 4
 MAX_TRANSFER = 8192
-LOOPBACK = "127.0.0.1"
 DEFAULT_TIMEOUT_S = 5.0
 BUS_LOCK_TIMEOUT_S = 1.0
 
 _REQUEST = struct.Struct("<BBHH")
 _RESPONSE = struct.Struct("<HH")
 _OPS = {OP_SCAN: "scan", OP_WRITE: "write", OP_READ: "read", OP_WRITE_READ: "write_read"}
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    """``n`` bytes, or None if the peer closed (or reset) the connection first."""
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = sock.recv(n - len(buf))
-        except (ConnectionError, OSError):
-            return None
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
 
 
 def _error(code: int, detail: str = "") -> OSError:
@@ -95,77 +81,38 @@ def _error(code: int, detail: str = "") -> OSError:
 # =============================================================================================
 
 
-class _ServerConn:
-    def __init__(self, sock: socket.socket, number: int) -> None:
-        self.sock = sock
-        self.number = number
-        self.thread: threading.Thread | None = None
-
-
 class I2CServer:
     """Serves ``bus`` on ``127.0.0.1:port`` (0 = a free port, read :attr:`port` after :meth:`start`).
 
     ``bus`` is used only from inside this server's transaction lock, and each transaction holds the
-    bus's own lock too (a :class:`FakeI2CBus` with ``strict_locking`` insists on it).
+    bus's own lock too (a :class:`FakeI2CBus` with ``strict_locking`` insists on it). The listening,
+    accepting and hanging up are :class:`~actors.hardware.loopback_server.LoopbackServer`'s; this class
+    only speaks the protocol on each connection.
     """
 
     def __init__(self, bus: FakeI2CBus, *, port: int = 0) -> None:
         self.bus = bus
-        self._requested_port = port
-        self._port = 0
         self._lock = threading.Lock()  # one transaction at a time, like the kernel's adapter lock
-        self._state = threading.Lock()  # guards the connection set
-        self._listener: socket.socket | None = None
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._conns: set[_ServerConn] = set()
-        self._counter = 0
+        self._server = LoopbackServer(self._serve, port=port, name="sim-i2c", owner="I2CServer")
         self.transactions = 0
 
     @property
     def port(self) -> int:
         """The TCP port the server listens on (valid after :meth:`start`)."""
-        return self._port
+        return self._server.port
 
     def start(self) -> I2CServer:
         """Bind 127.0.0.1, listen and start accepting clients. Returns ``self`` for chaining."""
-        if self._listener is not None:
-            raise RuntimeError("I2CServer already started")
-        self._listener = socket.create_server((LOOPBACK, self._requested_port))
-        self._port = self._listener.getsockname()[1]
-        self._wake_r, self._wake_w = os.pipe()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name=f"sim-i2c-accept:{self._port}", daemon=True)
-        self._accept_thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         """Stop accepting, hang up every client and join every thread. Idempotent."""
-        if self._listener is None:
-            return
-        assert self._wake_w is not None and self._accept_thread is not None
-        os.write(self._wake_w, b"x")
-        self._accept_thread.join(timeout=5)
-        self._listener.close()
-        with self._state:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes its thread out of recv()
-            except OSError:
-                pass
-        for conn in conns:
-            if conn.thread is not None:
-                conn.thread.join(timeout=5)
-        for fd in (self._wake_r, self._wake_w):
-            if fd is not None:
-                os.close(fd)
-        self._listener = self._accept_thread = None
-        self._wake_r = self._wake_w = None
+        self._server.stop()
 
     def connection_count(self) -> int:
-        with self._state:
-            return len(self._conns)
+        """Clients connected now."""
+        return self._server.connection_count()
 
     def __enter__(self) -> I2CServer:
         return self.start()
@@ -173,44 +120,20 @@ class I2CServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
-    # -- plumbing ------------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        assert self._listener is not None and self._wake_r is not None
+    # -- protocol ------------------------------------------------------------------------------------
+    def _serve(self, conn: Connection) -> None:
+        """Answer one client's requests, in order, until it hangs up (runs on the connection's thread)."""
         while True:
-            ready, _, _ = select.select([self._listener.fileno(), self._wake_r], [], [])
-            if self._wake_r in ready:
+            head = recv_exact(conn.sock, _REQUEST.size)
+            if head is None:
                 return
-            try:
-                sock, _addr = self._listener.accept()
-            except OSError:
+            op, address, write_len, read_len = _REQUEST.unpack(head)
+            data = recv_exact(conn.sock, write_len) if write_len else b""
+            if data is None:
                 return
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self._state:
-                self._counter += 1
-                conn = _ServerConn(sock, self._counter)
-                self._conns.add(conn)
-            conn.thread = threading.Thread(target=self._serve, args=(conn,), name=f"sim-i2c-conn-{conn.number}", daemon=True)
-            conn.thread.start()
-
-    def _serve(self, conn: _ServerConn) -> None:
-        try:
-            while True:
-                head = _recv_exact(conn.sock, _REQUEST.size)
-                if head is None:
-                    return
-                op, address, write_len, read_len = _REQUEST.unpack(head)
-                data = _recv_exact(conn.sock, write_len) if write_len else b""
-                if data is None:
-                    return
-                code, payload = self._execute(op, address, data, read_len)
-                try:
-                    conn.sock.sendall(_RESPONSE.pack(code, len(payload)) + payload)
-                except OSError:
-                    return
-        finally:
-            with self._state:
-                self._conns.discard(conn)
-            conn.sock.close()
+            code, payload = self._execute(op, address, data, read_len)
+            if not conn.send(_RESPONSE.pack(code, len(payload)) + payload):
+                return
 
     def _execute(self, op: int, address: int, data: bytes, read_len: int) -> tuple[int, bytes]:
         """Run one transaction; return ``(errno, payload)`` for the response."""

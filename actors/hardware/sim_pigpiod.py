@@ -76,9 +76,6 @@ whole daemon; the real daemon also drops reports a client cannot take.
 from __future__ import annotations
 
 import enum
-import os
-import select
-import socket
 import struct
 import threading
 import time
@@ -87,6 +84,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from actors import logs
+from actors.hardware.loopback_server import LOOPBACK, Connection, LoopbackServer, recv_exact
 
 log = logs.get("sim_pigpiod")
 
@@ -206,27 +204,11 @@ class PwmPin:
         return self.dutycycle / self.range if self.running else 0.0
 
 
-class _Conn:
-    """One client socket. Responses and notification frames share it, so sends are serialised."""
-
-    def __init__(self, sock: socket.socket, number: int) -> None:
-        self.sock = sock
-        self.number = number
-        self.send_lock = threading.Lock()
-        self.thread: threading.Thread | None = None
-
-    def send(self, data: bytes) -> bool:
-        with self.send_lock:
-            try:
-                self.sock.sendall(data)
-                return True
-            except OSError:
-                return False
-
-
 @dataclass
 class _Notify:
-    conn: _Conn
+    """An in-band notification: its frames go out on ``conn``, between responses (Connection.send serialises)."""
+
+    conn: Connection
     bits: int = 0
     running: bool = False
     seqno: int = 0
@@ -243,12 +225,16 @@ class _EdgeSource:
 
 
 class FakePigpiod:
-    """A threaded pigpiod on ``host``:``port`` (0 = pick a free port). See the module docstring."""
+    """A threaded pigpiod on ``host``:``port`` (0 = pick a free port). See the module docstring.
+
+    ``host`` must be 127.0.0.1: like the real daemon's, the protocol has no authentication, and the
+    socket plumbing (:class:`~actors.hardware.loopback_server.LoopbackServer`) binds loopback only.
+    """
 
     def __init__(
         self,
         *,
-        host: str = "127.0.0.1",
+        host: str = LOOPBACK,
         port: int = 0,
         hw_revision: int = 0xD03114,
         tick_start: int = 0,
@@ -263,8 +249,9 @@ class FakePigpiod:
     ) -> None:
         if not edge_poll_s > 0 or max_edge_burst < 1 or not send_timeout_s > 0:
             raise ValueError("edge_poll_s and send_timeout_s must be > 0 and max_edge_burst >= 1")
+        if host != LOOPBACK:
+            raise ValueError(f"FakePigpiod listens on {LOOPBACK} only, got host={host!r}")
         self.host = host
-        self._requested_port = port
         self.hw_revision = hw_revision
         is_2711 = bool(hw_revision & (1 << 23)) and ((hw_revision >> 12) & 0xF) == BCM2711
         self.plld_hz = 750_000_000 if is_2711 else 500_000_000
@@ -295,15 +282,12 @@ class FakePigpiod:
         self._tick_origin = tick_start - int(self._tick_source() * 1_000_000)
         self._tick_floor = tick_start  # unwrapped; injected edges may run ahead of real time
 
-        self._listener: socket.socket | None = None
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
-        self._accept_thread: threading.Thread | None = None
-        self._conns: set[_Conn] = set()
-        self._conn_counter = 0
-        self._port = 0
+        # A client that stops reading must not block the daemon (and every other client) in sendall.
+        self._server = LoopbackServer(
+            self._serve, port=port, name="fake-pigpiod", owner="FakePigpiod", send_timeout_s=send_timeout_s
+        )
 
-        self._handlers: dict[int, Callable[[_Conn, int, int, bytes], int]] = {
+        self._handlers: dict[int, Callable[[Connection, int, int, bytes], int]] = {
             MODES: self._modes,
             MODEG: self._modeg,
             PUD: self._pud,
@@ -332,53 +316,28 @@ class FakePigpiod:
     @property
     def port(self) -> int:
         """The TCP port the daemon listens on (valid after :meth:`start`)."""
-        return self._port
+        return self._server.port
 
     def start(self) -> FakePigpiod:
         """Bind, listen and start accepting clients. Returns ``self`` for chaining."""
-        if self._listener is not None:
-            raise RuntimeError("FakePigpiod already started")
-        self._listener = socket.create_server((self.host, self._requested_port))
-        self._port = self._listener.getsockname()[1]
-        self._wake_r, self._wake_w = os.pipe()
-        self._accept_thread = threading.Thread(
-            target=self._accept_loop, name=f"fake-pigpiod-accept:{self._port}", daemon=True
-        )
-        self._accept_thread.start()
+        self._server.start()  # raises if already started, before the edge thread is touched
         self._edge_stop.clear()
         self._edge_thread = threading.Thread(
-            target=self._edge_loop, name=f"fake-pigpiod-edges:{self._port}", daemon=True
+            target=self._edge_loop, name=f"fake-pigpiod-edges:{self.port}", daemon=True
         )
         self._edge_thread.start()
         return self
 
     def stop(self) -> None:
         """Stop accepting, drop every client connection and join every thread. Idempotent."""
-        if self._listener is None:
+        if not self._server.running:
             return
-        assert self._wake_w is not None and self._accept_thread is not None
+        # The edge thread goes first: it sends on client sockets, which are about to be hung up.
         self._edge_stop.set()
         if self._edge_thread is not None:
             self._edge_thread.join(timeout=5)
             self._edge_thread = None
-        os.write(self._wake_w, b"x")
-        self._accept_thread.join(timeout=5)
-        self._listener.close()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.sock.shutdown(socket.SHUT_RDWR)  # wakes the handler blocked in recv()
-            except OSError:
-                pass
-        for conn in conns:
-            if conn.thread is not None:
-                conn.thread.join(timeout=5)
-        for fd in (self._wake_r, self._wake_w):
-            if fd is not None:
-                os.close(fd)
-        self._listener = self._accept_thread = None
-        self._wake_r = self._wake_w = None
+        self._server.stop()
 
     def __enter__(self) -> FakePigpiod:
         return self.start()
@@ -412,8 +371,8 @@ class FakePigpiod:
             return self._pins[gpio].mode
 
     def connection_count(self) -> int:
-        with self._lock:
-            return len(self._conns)
+        """Clients connected now; a client's notifications are closed before it stops counting."""
+        return self._server.connection_count()
 
     def notification_handles(self) -> list[int]:
         """Open notification handles (a dead client's handles disappear, like closeOrphanedNotifications)."""
@@ -509,10 +468,7 @@ class FakePigpiod:
         stream may now hold half a report (the client would misparse everything after it)."""
         n = self._notify.pop(handle, None)
         if n is not None:
-            try:
-                n.conn.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            n.conn.hang_up()
 
     # -- what pins output (the on_pwm hook) ----------------------------------------------------------
     def _effective_duty(self, gpio: int) -> float:
@@ -607,49 +563,12 @@ class FakePigpiod:
             return self._external[gpio]
         return {1: 0, 2: 1}.get(pin.pud)
 
-    # -- socket plumbing (pthSocketThread / pthSocketThreadHandler) ----------------------------------
-    def _accept_loop(self) -> None:
-        assert self._listener is not None and self._wake_r is not None
-        listen_fd = self._listener.fileno()
-        while True:
-            ready, _, _ = select.select([listen_fd, self._wake_r], [], [])
-            if self._wake_r in ready:
-                return
-            try:
-                sock, _addr = self._listener.accept()
-            except OSError:
-                return
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # A client that stops reading must not block the daemon (and every other client) in sendall.
-            seconds = int(self.send_timeout_s)
-            micros = int((self.send_timeout_s - seconds) * 1_000_000)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micros))
-            with self._lock:
-                self._conn_counter += 1
-                conn = _Conn(sock, self._conn_counter)
-                self._conns.add(conn)
-            conn.thread = threading.Thread(
-                target=self._serve, args=(conn,), name=f"fake-pigpiod-conn-{conn.number}", daemon=True
-            )
-            conn.thread.start()
-
-    @staticmethod
-    def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-        buf = bytearray()
-        while len(buf) < n:
-            try:
-                chunk = sock.recv(n - len(buf))
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-        return bytes(buf)
-
-    def _serve(self, conn: _Conn) -> None:
+    # -- one client connection (pthSocketThreadHandler) -------------------------------------------
+    def _serve(self, conn: Connection) -> None:
+        """Answer one client's commands until it hangs up (runs on the connection's thread)."""
         try:
             while True:
-                head = self._recv_exact(conn.sock, _REQUEST.size)
+                head = recv_exact(conn.sock, _REQUEST.size)
                 if head is None:
                     break
                 cmd, p1, p2, p3 = _REQUEST.unpack(head)
@@ -657,7 +576,7 @@ class FakePigpiod:
                 if p3:
                     if p3 >= MAX_EXTENSION:
                         break  # "ext too large": the daemon gives up on the connection
-                    got = self._recv_exact(conn.sock, p3)
+                    got = recv_exact(conn.sock, p3)
                     if got is None:
                         break
                     ext = got
@@ -673,8 +592,6 @@ class FakePigpiod:
             with self._lock:
                 for handle in [h for h, n in self._notify.items() if n.conn is conn]:
                     del self._notify[handle]  # closeOrphanedNotifications; PWM state is kept
-                self._conns.discard(conn)
-            conn.sock.close()
 
     # -- command handlers (called with the state lock held) ------------------------------------------
     def _permit(self, gpio: int) -> bool:
@@ -687,7 +604,7 @@ class FakePigpiod:
         if pin.kind is Kind.PWM:
             self._set_level(gpio, 0, self._unwrapped_tick())
 
-    def _modes(self, conn: _Conn, gpio: int, mode: int, ext: bytes) -> int:
+    def _modes(self, conn: Connection, gpio: int, mode: int, ext: bytes) -> int:
         if not self._permit(gpio):
             return PI_NOT_PERMITTED
         if gpio > MAX_GPIO:
@@ -705,10 +622,10 @@ class FakePigpiod:
                 self._set_level(gpio, level, self._unwrapped_tick())
         return 0
 
-    def _modeg(self, conn: _Conn, gpio: int, p2: int, ext: bytes) -> int:
+    def _modeg(self, conn: Connection, gpio: int, p2: int, ext: bytes) -> int:
         return PI_BAD_GPIO if gpio > MAX_GPIO else self._pins[gpio].mode
 
-    def _pud(self, conn: _Conn, gpio: int, pud: int, ext: bytes) -> int:
+    def _pud(self, conn: Connection, gpio: int, pud: int, ext: bytes) -> int:
         if not self._permit(gpio):
             return PI_NOT_PERMITTED
         if gpio > MAX_GPIO:
@@ -723,10 +640,10 @@ class FakePigpiod:
                 self._set_level(gpio, level, self._unwrapped_tick())
         return 0
 
-    def _read(self, conn: _Conn, gpio: int, p2: int, ext: bytes) -> int:
+    def _read(self, conn: Connection, gpio: int, p2: int, ext: bytes) -> int:
         return PI_BAD_GPIO if gpio > MAX_GPIO else (self._levels >> gpio) & 1
 
-    def _write(self, conn: _Conn, gpio: int, level: int, ext: bytes) -> int:
+    def _write(self, conn: Connection, gpio: int, level: int, ext: bytes) -> int:
         if not self._permit(gpio):
             return PI_NOT_PERMITTED
         if gpio > MAX_GPIO:
@@ -741,7 +658,7 @@ class FakePigpiod:
         self._set_level(gpio, level, self._unwrapped_tick())
         return 0
 
-    def _pwm(self, conn: _Conn, gpio: int, val: int, ext: bytes) -> int:
+    def _pwm(self, conn: Connection, gpio: int, val: int, ext: bytes) -> int:
         if not self._permit(gpio):
             return PI_NOT_PERMITTED
         if gpio > MAX_USER_GPIO:
@@ -758,7 +675,7 @@ class FakePigpiod:
             self._set_level(gpio, 1 if val else 0, self._unwrapped_tick())
         return 0
 
-    def _prs(self, conn: _Conn, gpio: int, rng: int, ext: bytes) -> int:
+    def _prs(self, conn: Connection, gpio: int, rng: int, ext: bytes) -> int:
         if not self._permit(gpio):
             return PI_NOT_PERMITTED
         if gpio > MAX_USER_GPIO:
@@ -771,13 +688,13 @@ class FakePigpiod:
         pin.range = rng
         return real_range(PWM_FREQUENCIES[pin.freq_index])
 
-    def _prg(self, conn: _Conn, gpio: int, p2: int, ext: bytes) -> int:
+    def _prg(self, conn: Connection, gpio: int, p2: int, ext: bytes) -> int:
         if gpio > MAX_USER_GPIO:
             return PI_BAD_USER_GPIO
         pin = self._pins[gpio]
         return HW_PWM_RANGE if pin.kind is Kind.HW_PWM else pin.range
 
-    def _prrg(self, conn: _Conn, gpio: int, p2: int, ext: bytes) -> int:
+    def _prrg(self, conn: Connection, gpio: int, p2: int, ext: bytes) -> int:
         if gpio > MAX_USER_GPIO:
             return PI_BAD_USER_GPIO
         pin = self._pins[gpio]
@@ -785,7 +702,7 @@ class FakePigpiod:
             return self._channels[HW_PWM_CHANNEL[gpio]].real_range
         return real_range(PWM_FREQUENCIES[pin.freq_index])
 
-    def _pfs(self, conn: _Conn, gpio: int, freq: int, ext: bytes) -> int:
+    def _pfs(self, conn: Connection, gpio: int, freq: int, ext: bytes) -> int:
         if not self._permit(gpio):
             return PI_NOT_PERMITTED
         if gpio > MAX_USER_GPIO:
@@ -794,7 +711,7 @@ class FakePigpiod:
         pin.freq_index = snap_frequency(freq)
         return PWM_FREQUENCIES[pin.freq_index]
 
-    def _pfg(self, conn: _Conn, gpio: int, p2: int, ext: bytes) -> int:
+    def _pfg(self, conn: Connection, gpio: int, p2: int, ext: bytes) -> int:
         if gpio > MAX_USER_GPIO:
             return PI_BAD_USER_GPIO
         pin = self._pins[gpio]
@@ -802,7 +719,7 @@ class FakePigpiod:
             return self._channels[HW_PWM_CHANNEL[gpio]].frequency
         return PWM_FREQUENCIES[pin.freq_index]
 
-    def _gdc(self, conn: _Conn, gpio: int, p2: int, ext: bytes) -> int:
+    def _gdc(self, conn: Connection, gpio: int, p2: int, ext: bytes) -> int:
         if gpio > MAX_USER_GPIO:
             return PI_BAD_USER_GPIO
         pin = self._pins[gpio]
@@ -812,7 +729,7 @@ class FakePigpiod:
             return self._channels[HW_PWM_CHANNEL[gpio]].duty
         return PI_NOT_PWM_GPIO
 
-    def _hp(self, conn: _Conn, gpio: int, freq: int, ext: bytes) -> int:
+    def _hp(self, conn: Connection, gpio: int, freq: int, ext: bytes) -> int:
         if not self._permit(gpio):
             return PI_NOT_PERMITTED
         duty = struct.unpack("<I", ext[:4])[0] if len(ext) >= 4 else 0
@@ -841,7 +758,7 @@ class FakePigpiod:
             pin.kind = Kind.UNDEFINED
         return 0
 
-    def _wdog(self, conn: _Conn, gpio: int, timeout: int, ext: bytes) -> int:
+    def _wdog(self, conn: Connection, gpio: int, timeout: int, ext: bytes) -> int:
         if gpio > MAX_USER_GPIO:
             return PI_BAD_USER_GPIO
         if timeout > MAX_WDOG_MS:
@@ -849,28 +766,28 @@ class FakePigpiod:
         self._pins[gpio].watchdog_ms = timeout
         return 0
 
-    def _noib(self, conn: _Conn, p1: int, p2: int, ext: bytes) -> int:
+    def _noib(self, conn: Connection, p1: int, p2: int, ext: bytes) -> int:
         for handle in range(NOTIFY_SLOTS):
             if handle not in self._notify:
                 self._notify[handle] = _Notify(conn)
                 return handle
         return PI_NO_HANDLE
 
-    def _nb(self, conn: _Conn, handle: int, bits: int, ext: bytes) -> int:
+    def _nb(self, conn: Connection, handle: int, bits: int, ext: bytes) -> int:
         n = self._notify.get(handle)
         if n is None:
             return PI_BAD_HANDLE
         n.bits, n.running = bits, True
         return 0
 
-    def _np(self, conn: _Conn, handle: int, p2: int, ext: bytes) -> int:
+    def _np(self, conn: Connection, handle: int, p2: int, ext: bytes) -> int:
         n = self._notify.get(handle)
         if n is None:
             return PI_BAD_HANDLE
         n.bits, n.running = 0, False
         return 0
 
-    def _nc(self, conn: _Conn, handle: int, p2: int, ext: bytes) -> int:
+    def _nc(self, conn: Connection, handle: int, p2: int, ext: bytes) -> int:
         if handle not in self._notify:
             return PI_BAD_HANDLE
         del self._notify[handle]
