@@ -17,7 +17,6 @@ from typing import Any
 
 BASE = "multiprocTCPBase"
 SUPERVISOR_NAME = "node-supervisor"
-SUPERVISOR_CLASS = "actors.supervisor.NodeSupervisor"
 LOOPBACK = "127.0.0.1"
 
 _patched = False

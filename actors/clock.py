@@ -33,9 +33,6 @@ class Clock:
         """Real seconds to wait for ``sim_seconds`` of simulated time to pass."""
         return max(0.0, sim_seconds / self.time_scale)
 
-    def iso_now(self) -> str:
-        return utc_iso(self.now())
-
 
 def utc_iso(epoch_seconds: float) -> str:
     """UTC ISO-8601 with milliseconds and ``Z``, the timestamp format of every payload."""

@@ -203,10 +203,6 @@ class JobHost(ActorTypeDispatcher):
 
     # --- JobContext -------------------------------------------------------------------------------
 
-    @property
-    def job_attr(self) -> str:
-        return self.job_name
-
     def ready(self) -> None:
         if self.state == State.INIT:
             self._transition(State.READY)
