@@ -25,6 +25,16 @@ PURE = [
     "actors/hardware/sim_pumps.py",
     "actors/hardware/vessel.py",
     "actors/hardware/safety.py",
+    "actors/od_processing.py",
+    "actors/growth_rate_filter.py",
+    "actors/bioreactor.py",
+    "actors/calibrations.py",
+    "actors/temperature_inference.py",
+    "actors/automations/events.py",
+    "actors/automations/dosing/policies.py",
+    "actors/automations/dosing/subdosing.py",
+    "actors/automations/temperature/thermostat.py",
+    "actors/automations/led/light_dark_cycle.py",
 ]
 FORBIDDEN = {"thespian", "paho", "pigpio", "lgpio", "board", "busio", "aiohttp", "sqlite3"}
 

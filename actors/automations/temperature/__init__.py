@@ -1,0 +1,6 @@
+"""Temperature automations: policies that turn an inferred liquid temperature into a heater duty."""
+
+from actors.automations.events import NoEvent, UpdatedHeaterDC
+from actors.automations.temperature.thermostat import OnlyRecordTemperature, TemperatureCycle, Thermostat
+
+__all__ = ["NoEvent", "OnlyRecordTemperature", "TemperatureCycle", "Thermostat", "UpdatedHeaterDC"]
