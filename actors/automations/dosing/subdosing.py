@@ -27,6 +27,7 @@ pieces are between ``max_subdose / 2`` and ``max_subdose``, so up to twice as ma
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from collections.abc import Sequence
 from typing import Literal
 
@@ -100,12 +101,16 @@ def _split(ml: float, pieces: int) -> list[float]:
 
     ``pieces`` is a power of two, so ``ml / pieces`` is exact and all parts are equal, except for
     subnormal volumes (below 1e-308 ml, where halving drops bits); there the last part takes the
-    remainder, which subnormal arithmetic computes exactly.
+    remainder, computed exactly.
     """
     part = ml / pieces
     if part * pieces == ml:
         return [part] * pieces
-    return [part] * (pieces - 1) + [ml - part * (pieces - 1)]
+    # Exact rational remainder: float arithmetic is not (``part * (pieces - 1)`` and ``ml - part`` can land
+    # in a coarser binade and round). The remainder is a multiple of the smallest subnormal and tiny, so
+    # it converts back to a float exactly.
+    rest = float(Fraction(ml) - (pieces - 1) * Fraction(part))
+    return [part] * (pieces - 1) + [rest]
 
 
 def plan_exchange(
