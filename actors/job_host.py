@@ -139,6 +139,7 @@ class JobHost(ActorTypeDispatcher):
         self.timer_gen = 0
         self.pending: dict[str, Callable[[Any], None]] = {}
         self.held: dict[str, set[str]] = {}  # driver -> channels
+        self.subscriptions: list[tuple[str, Callable[[str, str], None]]] = []  # local and remote data
         self.crashed = False
         self.stopped = False
 
@@ -229,6 +230,16 @@ class JobHost(ActorTypeDispatcher):
         payload = {"message": message, "level": level, "task": self.job_name, "source": "app", "timestamp": now}
         topic = topics.log_topic(self.unit, self.experiment, "app", level)
         self.send(self.bridge, Publish(topic=topic, payload=json.dumps(payload), qos=1))
+
+    def subscribe(self, topic_filter: str, callback: Callable[[str, str], None]) -> None:
+        """Data from other jobs: delivered by the bridge from local publishers (even with the broker
+        down) and from the broker (other nodes)."""
+        self.subscriptions.append((topic_filter, callback))
+        self.send(self.bridge, Subscribe(filters=(topic_filter,)))
+
+    def topic(self, job: str, attr: str) -> str:
+        """A topic of another job on this unit and experiment."""
+        return topics.job_topic(self.unit, self.experiment, job, attr)
 
     def after(self, sim_seconds: float, callback: Callable[[], None], name: str | None = None) -> str:
         name = name or f"$once-{uuid.uuid4().hex[:8]}"
@@ -335,9 +346,15 @@ class JobHost(ActorTypeDispatcher):
 
     def receiveMsg_MqttMessage(self, msg: MqttMessage, _sender: Any) -> None:
         request = topics.parse_set_topic(msg.topic)
-        if request is None or msg.retain:
-            return  # a retained /set is a stale command, never applied (as in the reference)
-        self._apply(ApplySetting(request_id="", setting=request.attr, value=msg.payload, source="mqtt"))
+        if request is not None:
+            if not msg.retain:  # a retained /set is a stale command, never applied (as in the reference)
+                self._apply(ApplySetting(request_id="", setting=request.attr, value=msg.payload, source="mqtt"))
+            return
+        if self.state not in (State.READY, State.INIT) or msg.payload == "":
+            return
+        for topic_filter, callback in self.subscriptions:
+            if topics.matches(topic_filter, msg.topic):
+                callback(msg.topic, msg.payload)
 
     def receiveMsg_ApplySetting(self, msg: ApplySetting, sender: Any) -> None:
         ok, error, value = self._apply(msg)
@@ -345,7 +362,7 @@ class JobHost(ActorTypeDispatcher):
 
     def receiveMsg_BridgeChanged(self, msg: BridgeChanged, _sender: Any) -> None:
         self.bridge = msg.bridge
-        self.send(self.bridge, Subscribe(filters=self._set_filters()))
+        self.send(self.bridge, Subscribe(filters=self._set_filters() + tuple(f for f, _ in self.subscriptions)))
         self._publish_state()
         for name in self.specs:
             self._publish_setting(name)

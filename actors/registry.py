@@ -14,6 +14,8 @@ import os
 BUILTIN_JOBS: dict[str, str] = {
     "stirring": "actors.stirring:Stirring",
     "self_test": "actors.self_test:SelfTest",
+    "od_reading": "actors.od_reading:OdReading",
+    "growth_rate_calculating": "actors.growth_rate_calculating:GrowthRateCalculating",
 }
 
 ENTRY_POINT_GROUP = "pioactors.jobs"
