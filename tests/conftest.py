@@ -22,6 +22,13 @@ def _remove_thesplog_dir_if_empty() -> None:
 atexit.register(_remove_thesplog_dir_if_empty)
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# No per-example deadline: on a loaded 2-core machine timing is noise, not a property. In CI the examples
+# are derandomised so a run is reproducible; local runs keep exploring new examples.
+settings.register_profile("local", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 from tests.support.broker import Mosquitto  # noqa: E402
 from tests.support.mqtt import MqttWatcher  # noqa: E402
@@ -69,6 +76,8 @@ def node_factory(tmp_path, broker):
     finally:
         for node in nodes:
             node.cleanup()
+        leftovers = [pid for node in nodes for pid in node.processes()]
+        assert not leftovers, f"actor processes left behind by the test: {leftovers}"
 
 
 @pytest.fixture

@@ -60,21 +60,24 @@ def group_members(pgid: int) -> list[int]:
 def stop_group(pgid: int, grace: float = 3.0) -> int:
     """SIGTERM the group's actor processes, then SIGKILL what is left after ``grace`` seconds.
 
-    Returns how many processes had to be stopped.
+    The group is listed again on every round: a dying supervisor can still fork a replacement child
+    between two looks, and that one must not be left behind. Returns how many processes were stopped.
     """
-    members = group_members(pgid)
-    for pid in members:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(p) for p in members):
+    stopped: set[int] = set()
+    start = time.monotonic()
+    while True:
+        members = group_members(pgid)
+        if not members:
+            break
+        elapsed = time.monotonic() - start
+        if elapsed > 3 * grace:
+            break  # unkillable (D state): give up rather than hang the caller
+        sig = signal.SIGTERM if elapsed < grace else signal.SIGKILL
+        for pid in members:
+            _signal(pid, sig)
+            stopped.add(pid)
         time.sleep(0.05)
-    for pid in members:
-        if pid_alive(pid):
-            _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(p) for p in members):
-        time.sleep(0.05)
-    return len(members)
+    return len(stopped)
 
 
 def _signal(pid: int, sig: int) -> None:

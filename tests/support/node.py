@@ -134,7 +134,8 @@ class Node:
     def cleanup(self) -> None:
         self._remember()
         try:
-            self.pio("node", "stop", check=False, timeout=60)
+            # Explicit target: a test may have changed the environment the node was started with.
+            self.pio("--unit", self.unit, "--topology", str(self.topology), "node", "stop", check=False, timeout=60)
         except subprocess.TimeoutExpired:
             pass
         for pid in self._daemons:
