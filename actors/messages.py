@@ -26,7 +26,7 @@ class NodeConfig:
     clock_anchor: float  # every process of the node derives simulated time from this
     state_dir: str  # this node's own directory
     plugin_dir: str  # drop-in job files: <plugin_dir>/<job_name>.py
-    model: str = "pioreactor_20ml_1.5"  # vessel model (hardware description under actors/hardware/models)
+    model: str  # vessel model (a file under actors/hardware/models); its default lives in topology.Unit
     broker_username: str | None = None
     broker_password: str | None = None
 

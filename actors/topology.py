@@ -36,7 +36,7 @@ class Unit:
     admin_port: int = 1900
     time_scale: float = 1.0
     address: str = "127.0.0.1"
-    model: str = "pioreactor_20ml_1.5"
+    model: str = "pioreactor_20ml_1.5"  # the one default vessel model for units that name none
 
 
 @attrs.frozen(kw_only=True)
