@@ -16,6 +16,17 @@ BUILTIN_JOBS: dict[str, str] = {
     "self_test": "actors.self_test:SelfTest",
     "od_reading": "actors.od_reading:OdReading",
     "growth_rate_calculating": "actors.growth_rate_calculating:GrowthRateCalculating",
+    "od_blank": "actors.od_blank:OdBlank",
+    "temperature_automation": "actors.temperature_automation:TemperatureAutomation",
+    "dosing_automation": "actors.dosing_automation:DosingAutomation",
+    "led_automation": "actors.led_automation:LedAutomation",
+    "led_intensity": "actors.led_intensity:LedIntensity",
+    "add_media": "actors.pumps:AddMedia",
+    "add_alt_media": "actors.pumps:AddAltMedia",
+    "remove_waste": "actors.pumps:RemoveWaste",
+    "circulate_media": "actors.pumps:CirculateMedia",
+    "circulate_alt_media": "actors.pumps:CirculateAltMedia",
+    "monitor": "actors.monitor:Monitor",
 }
 
 ENTRY_POINT_GROUP = "pioactors.jobs"

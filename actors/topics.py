@@ -40,6 +40,21 @@ def log_topic(unit: str, experiment: str, source: str, level: str) -> str:
     return f"{ROOT}/{unit}/{experiment}/logs/{source}/{level.lower()}"
 
 
+def dosing_events_topic(unit: str, experiment: str) -> str:
+    """Every pump movement: ``{volume_change, event, source_of_event, timestamp}`` (not retained)."""
+    return f"{ROOT}/{unit}/{experiment}/dosing_events"
+
+
+def bioreactor_topic(unit: str, experiment: str, attr: str) -> str:
+    """The vial's books (``current_volume_ml``, ``alt_media_fraction``, ...), retained, per experiment."""
+    return job_topic(unit, experiment, "bioreactor", attr)
+
+
+def leds_topic(unit: str) -> str:
+    """The LED driver's retained ``{"A": %, "B": %, ...}``."""
+    return job_topic(unit, NO_EXPERIMENT, "leds", "intensity")
+
+
 def set_filters(unit: str) -> tuple[str, ...]:
     """What a node subscribes to for commands: its own `/set` topics and broadcast ones."""
     return (f"{ROOT}/{unit}/+/+/+/{SET}", f"{ROOT}/{BROADCAST}/+/+/+/{SET}")

@@ -97,7 +97,7 @@ class LedDriver(ActorTypeDispatcher):
 
     def _publish(self) -> None:
         if self.bridge is not None:
-            topic = topics.job_topic(self.unit, topics.NO_EXPERIMENT, "leds", "intensity")
+            topic = topics.leds_topic(self.unit)
             self.send(self.bridge, Publish(topic=topic, payload=json.dumps(self.intensity), retain=True))
         if self.supervisor is not None:
             self.send(self.supervisor, DriverStatus(driver="led", outputs=dict(self.intensity), owners={}))
