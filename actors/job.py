@@ -7,9 +7,11 @@ publishing, logging), which the job host actor provides. That keeps jobs testabl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, ClassVar, Protocol
 
 from actors.clock import Clock
+from actors.messages import NodeConfig
 from actors.settings import Setting
 from actors.supervision import RestartPolicy
 
@@ -23,12 +25,15 @@ class JobContext(Protocol):
     job: str
     clock: Clock
     values: dict[str, Any]
+    node: NodeConfig  # the node's files (state_dir), vessel model, time scale, plugin folder
 
     def ready(self) -> None: ...
 
     def update(self, name: str, value: Any) -> None: ...
 
     def publish(self, attr: str, payload: Any, retain: bool = False, qos: int = 0) -> None: ...
+
+    def publish_topic(self, topic: str, payload: Any, retain: bool = False, qos: int = 0) -> None: ...
 
     def log(self, level: str, message: str) -> None: ...
 
@@ -75,6 +80,17 @@ class Job:
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
+
+    @classmethod
+    def settings_for(cls, options: Mapping[str, str], node: NodeConfig) -> tuple[Setting, ...]:
+        """The settings of this run. Override when they depend on the options (an automation's
+        parameters depend on ``--automation-name``); may raise SettingError to refuse the options."""
+        return cls.settings
+
+    @classmethod
+    def check(cls, values: Mapping[str, Any], node: NodeConfig) -> None:
+        """Refuse a combination of options before anything starts (raise SettingError saying what to
+        send instead). A refusal here is reported to ``pio run`` and never restarted."""
 
     def start(self) -> None:
         """Called in ``init``. Acquire hardware, arm timers, then call ``self.ctx.ready()``."""

@@ -175,8 +175,9 @@ class JobHost(ActorTypeDispatcher):
         self.clock = Clock(time_scale=cfg.node.time_scale, anchor=cfg.node.clock_anchor)
         try:
             cls = load_job_class(cfg.source, cfg.job)
-            self.specs = index(cls.settings)
+            self.specs = index(cls.settings_for(cfg.settings, cfg.node))
             self.values = initial_values(self.specs, cfg.settings)
+            cls.check(self.values, cfg.node)
         except Exception as e:  # a bad option or broken job code: report, then leave
             error = str(e) if isinstance(e, (SettingError, ImportError)) else f"{type(e).__name__}: {e}"
             self._report_state(error=error)
@@ -221,6 +222,11 @@ class JobHost(ActorTypeDispatcher):
         topic = topics.job_topic(self.unit, self.experiment, self.job_name, attr)
         self.send(self.bridge, Publish(topic=topic, payload=topics.encode(payload), retain=retain, qos=qos))
 
+    def publish_topic(self, topic: str, payload: Any, retain: bool = False, qos: int = 0) -> None:
+        """A record outside the job's own topics (``dosing_events``, ``bioreactor/...``): local
+        subscribers get it at once, the broker when connected."""
+        self.send(self.bridge, Publish(topic=topic, payload=topics.encode(payload), retain=retain, qos=qos))
+
     def log(self, level: str, message: str) -> None:
         level = level.upper()
         log.log(logging.getLevelName(level) if level != "NOTICE" else logging.INFO, "%s: %s", self.job_name, message)
@@ -236,6 +242,11 @@ class JobHost(ActorTypeDispatcher):
         down) and from the broker (other nodes)."""
         self.subscriptions.append((topic_filter, callback))
         self.send(self.bridge, Subscribe(filters=(topic_filter,)))
+
+    @property
+    def node(self) -> Any:
+        assert self.config is not None
+        return self.config.node
 
     def topic(self, job: str, attr: str) -> str:
         """A topic of another job on this unit and experiment."""

@@ -214,6 +214,11 @@ class MQTTBridge(ActorTypeDispatcher):
         self.routes = [(a, fs) for a, fs in self.routes if a != sender]
         self.routes.append((sender, tuple(sorted(set(mine) | set(msg.filters)))))
         new = [f for f in msg.filters if f not in known]
+        # A late local subscriber still learns the current retained values (the vial's books, a
+        # job's settings), as it would from the broker, even while the broker is away.
+        for topic, (payload, _qos) in list(self.retained.items()):
+            if any(topics.matches(f, topic) for f in msg.filters if f not in mine):
+                self.send(sender, MqttMessage(topic=topic, payload=payload, retain=True))
         if new and self.connected and self.client is not None:
             import paho.mqtt.client as mqtt
 
