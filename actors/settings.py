@@ -45,12 +45,15 @@ class Setting:
     maximum: float | None = None
     default: Any = None
     description: str = ""
+    choices: tuple[str, ...] | None = None  # string settings: the only values accepted
 
     def parse(self, raw: str | bytes) -> Any:
         """Cast a text payload (from MQTT or the CLI) to this setting's type, within its bounds."""
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         text = text.strip()
         if self.datatype == "string":
+            if self.choices is not None and text not in self.choices:
+                raise SettingError(f"{self.name}: {text!r} is not one of the choices; send one of: {', '.join(self.choices)}")
             return text
         if self.datatype == "json":
             try:

@@ -340,7 +340,7 @@ def test_turbidostat_holds_od_within_10_percent_for_48_hours(record_property):
 
 
 def test_chemostat_growth_rate_settles_at_the_dilution_rate(record_property):
-    policy = Chemostat(exchange_volume_ml=1.0, duration_min=20.0)
+    policy = Chemostat(exchange_volume_ml=1.0, duration=20.0)
     rig = Rig(policy, event_driven=False)
     _, wall = _timed(lambda: rig.run(36 * 3600.0))
     dilution = policy.dilution_rate_per_hour(rig.books.current_volume_ml)
@@ -361,7 +361,7 @@ def test_chemostat_growth_rate_settles_at_the_dilution_rate(record_property):
     # What the vial really sees: each pulse multiplies biomass by V / (V + actual ml), and the actual ml
     # is the nominal 1 ml times this pump's gain error, which the policy and the books cannot know.
     media_gain = rig.vessel.pumps["media"].gain_error
-    pulsed = math.log1p(1.0 * (1.0 + media_gain) / 15.0) / (policy.duration_min / 60.0)
+    pulsed = math.log1p(1.0 * (1.0 + media_gain) / 15.0) / (policy.duration / 60.0)
     books = _check_books(rig)
     record_property("dilution_rate", dilution)
     record_property("true_rate", true_rate)
@@ -379,7 +379,7 @@ def test_chemostat_growth_rate_settles_at_the_dilution_rate(record_property):
 
 
 def test_fed_batch_sleeps_before_max_fill(record_property):
-    policy = FedBatch(dosing_volume_ml=0.75, duration_min=30.0)
+    policy = FedBatch(dosing_volume_ml=0.75, duration=30.0)
     rig = Rig(policy, event_driven=False)
     _, wall = _timed(lambda: rig.run(6 * 3600.0))
     assert rig.slept_at is not None

@@ -149,7 +149,7 @@ def test_turbidostat_can_follow_calibrated_od_and_auto_prefers_it():
 
 
 def test_chemostat_runs_2_s_after_start_then_every_duration():
-    p = Chemostat(exchange_volume_ml=1.0, duration_min=20)
+    p = Chemostat(exchange_volume_ml=1.0, duration=20)
     first = p.decide(inputs(0), 100.0)
     assert first.exchange is None and first.next_check == 102.0
     run = p.decide(inputs(0), 102.0)
@@ -167,7 +167,7 @@ def test_chemostat_needs_no_od():
 
 
 def test_changing_duration_reschedules_from_the_last_run():
-    p = Chemostat(exchange_volume_ml=1.0, duration_min=20)
+    p = Chemostat(exchange_volume_ml=1.0, duration=20)
     p.decide(inputs(0), 0.0)
     p.decide(inputs(0), 2.0)
     p.update({"duration": "5"})
@@ -175,13 +175,13 @@ def test_changing_duration_reschedules_from_the_last_run():
 
 
 def test_chemostat_dilution_rate():
-    assert Chemostat(exchange_volume_ml=1.0, duration_min=20).dilution_rate_per_hour(15.0) == pytest.approx(
+    assert Chemostat(exchange_volume_ml=1.0, duration=20).dilution_rate_per_hour(15.0) == pytest.approx(
         0.2
     )
 
 
 def test_fed_batch_adds_media_only():
-    p = FedBatch(dosing_volume_ml=0.5, duration_min=60)
+    p = FedBatch(dosing_volume_ml=0.5, duration=60)
     p.decide(inputs(0), 0.0)
     d = p.decide(inputs(0), 2.0)
     assert d.exchange == Exchange(0.5, 0.0, 0.0, net_addition=True)
@@ -190,7 +190,7 @@ def test_fed_batch_adds_media_only():
 
 
 def test_fed_batch_skips_and_sleeps_when_the_dose_would_reach_max_fill():
-    p = FedBatch(dosing_volume_ml=1.0, duration_min=60)
+    p = FedBatch(dosing_volume_ml=1.0, duration=60)
     p.decide(inputs(0, volume=17.0), 0.0)
     d = p.decide(inputs(0, volume=17.0), 2.0)
     assert d.exchange is None and d.sleep
@@ -198,7 +198,7 @@ def test_fed_batch_skips_and_sleeps_when_the_dose_would_reach_max_fill():
 
 
 def test_fed_batch_warns_near_max_fill():
-    p = FedBatch(dosing_volume_ml=1.0, duration_min=60)
+    p = FedBatch(dosing_volume_ml=1.0, duration=60)
     p.decide(inputs(0, volume=16.5), 0.0)
     d = p.decide(inputs(0, volume=16.5), 2.0)
     assert d.exchange is not None and d.warnings
@@ -208,7 +208,7 @@ def test_fed_batch_warns_near_max_fill():
 
 
 def morbidostat(**kw) -> PidMorbidostat:
-    p = PidMorbidostat(target_growth_rate=0.5, target_normalized_od=2.0, duration_min=60, **kw)
+    p = PidMorbidostat(target_growth_rate=0.5, target_normalized_od=2.0, duration=60, **kw)
     p.decide(Inputs(), 0.0)  # start: first run is due 2 s later
     return p
 
@@ -321,7 +321,7 @@ def test_unknown_automation_lists_the_known_ones():
 def test_create_parses_strings_and_the_reference_duration_alias():
     p = create("chemostat", exchange_volume_ml="0.5", duration="30", skip_first_run="true")
     assert isinstance(p, Chemostat)
-    assert (p.exchange_volume_ml, p.duration_min, p.skip_first_run) == (0.5, 30.0, True)
+    assert (p.exchange_volume_ml, p.duration, p.skip_first_run) == (0.5, 30.0, True)
 
 
 @pytest.mark.parametrize(
@@ -337,7 +337,7 @@ def test_create_parses_strings_and_the_reference_duration_alias():
         ("turbidostat", {"target_biomass": 1.0, "exchange_volume_ml": "a lot"}, "must be a number"),
         ("turbidostat", {"target_biomass": 1.0, "exchange_volume_ml": 25.0}, "more than the vial's max fill"),
         ("turbidostat", {"target_biomass": 1.0, "exchange_volume_ml": 1.0, "biomass_signal": "x"}, "one of"),
-        ("chemostat", {"exchange_volume_ml": 1.0, "duration": 0}, "duration_min must be"),
+        ("chemostat", {"exchange_volume_ml": 1.0, "duration": 0}, "duration must be"),
         ("chemostat", {"exchange_volume_ml": -0.5}, "exchange_volume_ml must be"),
         ("fed_batch", {"dosing_volume_ml": 19.0}, "more than the vial's max fill"),
         (

@@ -17,9 +17,8 @@ Shared rules (``DosingPolicy.decide``), from the reference's ``AutomationJob``:
 * Books at or above the max fill put the automation to sleep (``DosingStopped`` event, ``sleep=True``);
   from 95 % of it every decision carries a warning.
 
-Units: volumes in ml, durations in minutes (``duration_min``; the reference's ``duration``, which
-:func:`create` accepts as an alias), growth rates per hour, ``now`` and timestamps in seconds on the
-caller's clock.
+Units: volumes in ml, durations in minutes (``duration``, the reference's name and unit), growth rates
+per hour, ``now`` and timestamps in seconds on the caller's clock.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from actors.automations.dosing.subdosing import (
     Step,
     plan_exchange,
 )
+from actors.automations.parameters import Parameter
 from actors.automations.events import (
     AddAltMediaEvent,
     AddMediaEvent,
@@ -141,52 +141,6 @@ class Decision:
     warnings: tuple[str, ...] = ()
 
 
-@attrs.frozen
-class Parameter:
-    """One constructor parameter, described well enough to build a dashboard form and parse its values.
-
-    ``default`` is ``None`` for a required parameter. ``settable`` ones may change while running.
-    """
-
-    name: str
-    type: Literal["float", "str", "bool"]
-    unit: str
-    default: float | str | bool | None
-    settable: bool = True
-    choices: tuple[str, ...] | None = None
-    description: str = ""
-
-    @property
-    def required(self) -> bool:
-        return self.default is None
-
-    def parse(self, value: object) -> float | str | bool:
-        """Turn a CLI, MQTT or form value (often a string) into this parameter's type, or explain why not."""
-        if self.type == "float":
-            if isinstance(value, bool):
-                raise ValueError(f"{self.name} must be a number ({self.unit}), got {value!r}")
-            try:
-                number = float(value)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise ValueError(f"{self.name} must be a number ({self.unit}), got {value!r}") from None
-            if not math.isfinite(number):
-                raise ValueError(f"{self.name} must be a finite number ({self.unit}), got {value!r}")
-            return number
-        if self.type == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in {"1", "true", "yes", "on"}:
-                return True
-            if text in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(f"{self.name} must be true or false, got {value!r}")
-        text = str(value)
-        if self.choices is not None and text not in self.choices:
-            raise ValueError(f"{self.name} must be one of {self.choices}, got {value!r}")
-        return text
-
-
 class StaleInput(Exception):
     """A required input is missing or older than :data:`STALE_AFTER_S`; becomes an ``ErrorOccurred``."""
 
@@ -240,6 +194,7 @@ def _volume_fits(name: str, value: float, bioreactor: BioreactorState | None) ->
 class DosingPolicy:
     """Base: the shared max-fill and stale-input rules around each policy's own ``_decide``."""
 
+    family: ClassVar[str] = "dosing"  # how the automation registry tells a plugin's kind
     name: ClassVar[str] = ""
     PARAMETERS: ClassVar[tuple[Parameter, ...]] = ()
     doses: ClassVar[bool] = True
@@ -294,7 +249,6 @@ class DosingPolicy:
         by_name = {p.name: p for p in self.PARAMETERS}
         parsed: dict[str, object] = {}
         for key, value in changes.items():
-            key = _ALIASES.get(key, key)
             spec = by_name.get(key)
             if spec is None:
                 raise ValueError(f"{self.name} has no parameter {key!r}; it has {tuple(by_name)}")
@@ -430,27 +384,27 @@ class Turbidostat(DosingPolicy):
 
 
 class _Periodic(DosingPolicy):
-    """Base for timer-driven policies: run at start + 2 s (or one period in), then every ``duration_min``.
+    """Base for timer-driven policies: run at start + 2 s (or one period in), then every ``duration``.
 
-    Changing ``duration_min`` reschedules counting from the last run, as the reference does. A decision
+    Changing ``duration`` reschedules counting from the last run, as the reference does. A decision
     requested before the run is due is a ``NoEvent`` carrying the due time.
     """
 
-    def __init__(self, duration_min: float, skip_first_run: bool = False) -> None:
-        self.duration_min = float(duration_min)
+    def __init__(self, duration: float, skip_first_run: bool = False) -> None:
+        self.duration = float(duration)
         self.skip_first_run = bool(skip_first_run)
         self._last_run: float | None = None
         self._next_due: float | None = None
 
     @property
     def period_s(self) -> float:
-        return self.duration_min * 60.0
+        return self.duration * 60.0
 
     def _validate_duration(self) -> None:
-        _positive("duration_min", self.duration_min, "min")
+        _positive("duration", self.duration, "min")
 
     def _after_update(self, changed: set[str]) -> None:
-        if "duration_min" in changed and self._last_run is not None:
+        if "duration" in changed and self._last_run is not None:
             self._next_due = self._last_run + self.period_s
 
     def _next_check(self) -> float | None:
@@ -472,7 +426,7 @@ class _Periodic(DosingPolicy):
 
 
 class Chemostat(_Periodic):
-    """Every ``duration_min``, exchange ``exchange_volume_ml``: dilution rate ``D = exchange/V`` per period.
+    """Every ``duration``, exchange ``exchange_volume_ml``: dilution rate ``D = exchange/V`` per period.
 
     It reads no OD (neither does the reference's), so a dead OD job does not stop a chemostat.
     """
@@ -480,7 +434,7 @@ class Chemostat(_Periodic):
     name = "chemostat"
     PARAMETERS = (
         Parameter("exchange_volume_ml", "float", "ml", None, description="volume swapped each period"),
-        Parameter("duration_min", "float", "min", 20.0, description="time between exchanges"),
+        Parameter("duration", "float", "min", 20.0, description="time between exchanges"),
         Parameter(
             "skip_first_run",
             "bool",
@@ -492,9 +446,9 @@ class Chemostat(_Periodic):
     )
 
     def __init__(
-        self, exchange_volume_ml: float, duration_min: float = 20.0, skip_first_run: bool = False
+        self, exchange_volume_ml: float, duration: float = 20.0, skip_first_run: bool = False
     ) -> None:
-        super().__init__(duration_min, skip_first_run)
+        super().__init__(duration, skip_first_run)
         self.exchange_volume_ml = float(exchange_volume_ml)
         self.validate()
 
@@ -504,7 +458,7 @@ class Chemostat(_Periodic):
 
     def dilution_rate_per_hour(self, volume_ml: float) -> float:
         """``D = exchange / V / period`` in 1/h: the growth rate a steady chemostat culture settles at."""
-        return self.exchange_volume_ml / volume_ml / (self.duration_min / 60.0)
+        return self.exchange_volume_ml / volume_ml / (self.duration / 60.0)
 
     def _run(self, inputs: Inputs, now: float) -> Decision:
         volume = self.exchange_volume_ml
@@ -515,7 +469,7 @@ class Chemostat(_Periodic):
 
 
 class FedBatch(_Periodic):
-    """Every ``duration_min``, add ``dosing_volume_ml`` of media and remove nothing.
+    """Every ``duration``, add ``dosing_volume_ml`` of media and remove nothing.
 
     The volume only rises, so before each dose the books are projected: if ``volume + dose`` would reach
     the max fill, the dose is skipped and the automation goes to sleep; from 95 % it warns.
@@ -524,7 +478,7 @@ class FedBatch(_Periodic):
     name = "fed_batch"
     PARAMETERS = (
         Parameter("dosing_volume_ml", "float", "ml", None, description="media added each period"),
-        Parameter("duration_min", "float", "min", 720.0, description="time between doses"),
+        Parameter("duration", "float", "min", 720.0, description="time between doses"),
         Parameter(
             "skip_first_run",
             "bool",
@@ -536,9 +490,9 @@ class FedBatch(_Periodic):
     )
 
     def __init__(
-        self, dosing_volume_ml: float, duration_min: float = 720.0, skip_first_run: bool = False
+        self, dosing_volume_ml: float, duration: float = 720.0, skip_first_run: bool = False
     ) -> None:
-        super().__init__(duration_min, skip_first_run)
+        super().__init__(duration, skip_first_run)
         self.dosing_volume_ml = float(dosing_volume_ml)
         self.validate()
 
@@ -597,7 +551,7 @@ class PidMorbidostat(_Periodic):
     PARAMETERS = (
         Parameter("target_growth_rate", "float", "1/h", None, description="growth rate to hold"),
         Parameter("target_normalized_od", "float", "AU", None, description="biomass to hold"),
-        Parameter("duration_min", "float", "min", 60.0, description="time between doses"),
+        Parameter("duration", "float", "min", 60.0, description="time between doses"),
         Parameter(
             "kp", "float", "", 1.0, settable=False, description="PID proportional gain (applied negated)"
         ),
@@ -631,14 +585,14 @@ class PidMorbidostat(_Periodic):
         self,
         target_growth_rate: float,
         target_normalized_od: float,
-        duration_min: float = 60.0,
+        duration: float = 60.0,
         kp: float = 1.0,
         ki: float = 0.0,
         kd: float = 0.0,
         minimum_dosing_volume_ml: float = 0.1,
         skip_first_run: bool = False,
     ) -> None:
-        super().__init__(duration_min, skip_first_run)
+        super().__init__(duration, skip_first_run)
         self.target_growth_rate = float(target_growth_rate)
         self.target_normalized_od = float(target_normalized_od)
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
@@ -678,7 +632,7 @@ class PidMorbidostat(_Periodic):
                     f"{self.target_normalized_od:.3g}; not diluting yet",
                 ),
             )
-        hours = self.duration_min / 60.0
+        hours = self.duration / 60.0
         dt_h = hours if self._last_pid_update is None else max((now - self._last_pid_update) / 3600.0, 1e-9)
         self._last_pid_update = now
         fraction = self.pid.update(growth_rate, dt_h)
@@ -719,9 +673,6 @@ POLICIES: dict[str, type[DosingPolicy]] = {
 }
 """Automation name (as ``--automation-name`` takes it) to policy class."""
 
-_ALIASES = {"duration": "duration_min"}
-"""The reference's parameter names that differ from ours."""
-
 
 def _policy_class(name: str) -> type[DosingPolicy]:
     try:
@@ -745,7 +696,6 @@ def create(name: str, bioreactor: BioreactorState | None = None, **params: objec
     specs = {p.name: p for p in cls.PARAMETERS}
     parsed: dict[str, object] = {}
     for key, value in params.items():
-        key = _ALIASES.get(key, key)
         if key not in specs:
             raise ValueError(f"{name} has no parameter {key!r}; it accepts {tuple(specs) or 'none'}")
         parsed[key] = specs[key].parse(value)
