@@ -23,6 +23,7 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExi
 import actors
 from actors import logs, topics
 from actors.clock import Clock, utc_iso
+from actors.hardware.hardware_access import SIM_HAT
 from actors.hardware.adc_driver import AdcDriver
 from actors.hardware.led_driver import LedDriver
 from actors.hardware.pwm_driver import PwmDriver
@@ -70,7 +71,6 @@ from actors.supervision import CrashHistory, RestartPolicy, decide_restart, reco
 
 log = logs.get("supervisor")
 
-SIM_HAT = "1.2"  # the HAT a simulated unit emulates
 DRIVERS = {"pwm": PwmDriver, "temperature": TemperatureDriver, "adc": AdcDriver, "led": LedDriver}
 KILL_GRACE_SECONDS = 5.0  # a job that has not exited this long after a stop request is SIGKILLed
 HEALTH_EVERY_SECONDS = 5.0  # each live job is pinged this often (real seconds)

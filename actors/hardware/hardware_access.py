@@ -12,13 +12,20 @@ from typing import Any
 
 from actors.hardware.description import HardwareDescription, load
 from actors.hardware.i2c import I2CBus
-from actors.messages import HardwareConfig
+from actors.messages import HardwareConfig, NodeConfig
 
 _LETTERS = "ABCDEFGH"
+SIM_HAT = "1.2"  # the HAT a simulated unit emulates
 
 
 def description(hw: HardwareConfig) -> HardwareDescription:
     return load(hw.hat, hw.model)
+
+
+def node_description(node: NodeConfig) -> HardwareDescription:
+    """The description a node runs with: its HAT (the emulated one on a sim unit) and vessel model.
+    Jobs read their vessel's volumes and limits from it (``.vessel``, ``.safety``)."""
+    return load(SIM_HAT if node.hardware == "sim" else node.hardware, node.model)
 
 
 def open_i2c(hw: HardwareConfig) -> I2CBus:
