@@ -61,6 +61,8 @@ class JobContext(Protocol):
 
     def stop(self) -> None: ...
 
+    def sleep(self) -> None: ...
+
     def fail(self, reason: str) -> None: ...
 
 
@@ -91,6 +93,11 @@ class Job:
     def check(cls, values: Mapping[str, Any], node: NodeConfig) -> None:
         """Refuse a combination of options before anything starts (raise SettingError saying what to
         send instead). A refusal here is reported to ``pio run`` and never restarted."""
+
+    def apply_setting(self, name: str, value: Any) -> Any:
+        """The `/set` hook for settings without an ``apply_<name>`` method (settings that exist only
+        for some runs, like an automation's parameters). Return the value to publish."""
+        return value
 
     def start(self) -> None:
         """Called in ``init``. Acquire hardware, arm timers, then call ``self.ctx.ready()``."""

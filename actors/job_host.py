@@ -316,6 +316,11 @@ class JobHost(ActorTypeDispatcher):
         if self.state not in (State.DISCONNECTED, State.LOST):
             self._transition(State.DISCONNECTED, requested=True)
 
+    def sleep(self) -> None:
+        """The job puts itself to sleep (a dosing automation at max fill): outputs safe until woken."""
+        if self.state == State.READY:
+            self._transition(State.SLEEPING)
+
     def fail(self, reason: str) -> None:
         """A job that cannot go on (hardware refused, impossible state) exits; the supervisor decides."""
         self._crash(reason)
@@ -357,10 +362,12 @@ class JobHost(ActorTypeDispatcher):
 
     def receiveMsg_MqttMessage(self, msg: MqttMessage, _sender: Any) -> None:
         request = topics.parse_set_topic(msg.topic)
-        if request is not None:
-            if not msg.retain:  # a retained /set is a stale command, never applied (as in the reference)
+        if request is not None and (request.job == self.job_name or msg.retain):
+            # A retained /set is a stale command, never applied (as in the reference), whoever it is for.
+            if not msg.retain:
                 self._apply(ApplySetting(request_id="", setting=request.attr, value=msg.payload, source="mqtt"))
             return
+        # Another job's /set (the monitor's `bioreactor/<field>/set`) reaches the job's own subscription.
         if self.state not in (State.READY, State.INIT) or msg.payload == "":
             return
         for topic_filter, callback in self.subscriptions:
@@ -408,8 +415,7 @@ class JobHost(ActorTypeDispatcher):
                 raise SettingError("the job is disconnected")
             hook = getattr(self.job, "apply_" + spec.name, None)
             old = self.values.get(spec.name)
-            if hook is not None:
-                value = hook(value)
+            value = hook(value) if hook is not None else self.job.apply_setting(spec.name, value)
             self.update(spec.name, value)
         except SettingError as e:
             self.log("WARNING", f"refused {msg.setting}={msg.value!r} from {msg.source}: {e}")

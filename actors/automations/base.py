@@ -86,7 +86,8 @@ class AutomationJob(Job):
         """The automation's parameter values of this run (given or default)."""
         return {p.name: self.ctx.values.get(p.name) for p in self.policy_class.PARAMETERS if self.ctx.values.get(p.name) is not None}
 
-    def report(self, event: AutomationEvent) -> None:
-        """Publish an automation's run as ``latest_event`` and log it (the reference's run_once ending)."""
+    def report(self, event: AutomationEvent, quiet: bool = False) -> None:
+        """Publish an automation's run as ``latest_event`` and log it (the reference's run_once ending).
+        ``quiet`` runs (nothing happened, every few seconds) are logged at DEBUG, which stays on the node."""
         self.ctx.update("latest_event", {"event_name": event.event_name, "message": event.message, "data": dict(event.data)})
-        self.ctx.log("INFO", event.display())
+        self.ctx.log("DEBUG" if quiet else "INFO", event.display())

@@ -198,6 +198,8 @@ class DosingPolicy:
     name: ClassVar[str] = ""
     PARAMETERS: ClassVar[tuple[Parameter, ...]] = ()
     doses: ClassVar[bool] = True
+    pumps: ClassVar[tuple[str, ...]] = ("media", "waste")  # the pumps its exchanges use (calibrations required)
+    triggered_by_readings: ClassVar[bool] = False  # decide on each fresh reading, not only on its timer
 
     def decide(self, inputs: Inputs, now: float) -> Decision:
         """Decide what to do at ``now`` given ``inputs``."""
@@ -236,6 +238,10 @@ class DosingPolicy:
 
     def on_dosing_finished(self, now: float) -> None:
         """Called by the actor when the pump runs of the last exchange have ended (default: nothing)."""
+
+    def next_due(self) -> float | None:
+        """When a timer-driven policy wants to be asked next (after a settings change, a wake-up)."""
+        return self._next_check()
 
     def validate(self, bioreactor: BioreactorState | None = None) -> None:
         """Refuse parameters that make no sense, and volumes the vial cannot take (given its books)."""
@@ -277,6 +283,7 @@ class Silent(DosingPolicy):
     name = "silent"
     PARAMETERS = ()
     doses = False
+    pumps = ()
 
     def __init__(self) -> None:
         """No parameters; defined so the registry can introspect every policy's constructor alike."""
@@ -298,6 +305,7 @@ class Turbidostat(DosingPolicy):
     """
 
     name = "turbidostat"
+    triggered_by_readings = True
     PARAMETERS = (
         Parameter(
             "target_biomass", "float", "OD or AU", None, description="exchange when biomass reaches this"
@@ -476,6 +484,7 @@ class FedBatch(_Periodic):
     """
 
     name = "fed_batch"
+    pumps = ("media",)
     PARAMETERS = (
         Parameter("dosing_volume_ml", "float", "ml", None, description="media added each period"),
         Parameter("duration", "float", "min", 720.0, description="time between doses"),
@@ -548,6 +557,7 @@ class PidMorbidostat(_Periodic):
     """
 
     name = "pid_morbidostat"
+    pumps = ("media", "alt_media", "waste")
     PARAMETERS = (
         Parameter("target_growth_rate", "float", "1/h", None, description="growth rate to hold"),
         Parameter("target_normalized_od", "float", "AU", None, description="biomass to hold"),
@@ -692,7 +702,12 @@ def create(name: str, bioreactor: BioreactorState | None = None, **params: objec
     Unknown names and parameters, missing required ones, and values out of range (including volumes past
     ``bioreactor``'s max fill) raise ``ValueError`` saying what is expected.
     """
-    cls = _policy_class(name)
+    return build(_policy_class(name), bioreactor, **params)
+
+
+def build(cls: type[DosingPolicy], bioreactor: BioreactorState | None = None, **params: object) -> DosingPolicy:
+    """:func:`create` for a policy class (a plugin's as well as a built-in)."""
+    name = cls.name
     specs = {p.name: p for p in cls.PARAMETERS}
     parsed: dict[str, object] = {}
     for key, value in params.items():
