@@ -22,11 +22,11 @@ Timestamps are ISO strings passed in by the caller (the actor owns the clock).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-from actors.calibrations import ANGLES, CalibrationError, CurveValue, ODCalibration
+from actors.calibrations import ANGLES, OD_DEVICES, CalibrationError, CurveValue, ODCalibration
 from actors.validators import finite
 
 PD_REFERENCE_EMA = 0.75
@@ -316,3 +316,214 @@ def calibrated_reading(
     converted = calibration.voltage_to_od(reading.od, reading.ir_led_intensity, hint=hint)
     return attrs.evolve(reading, od=converted.value, calibration_name=calibration.name), converted
 
+
+
+# -- one reading, end to end ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class NormalisedVolts:
+    """One reading of every signal photodiode after REF normalisation, by channel label ("2").
+
+    ``ref_noisy`` is :meth:`RefNoise.is_noisy` for this reading: the REF average was held, and the caller
+    should pause dosing (reference behaviour) rather than let an automation act on doubtful OD.
+    """
+
+    values: dict[str, float]
+    ref_noisy: bool
+
+
+def normalise_volts(
+    volts: Mapping[str, float],
+    ref_input: str,
+    signals: Mapping[str, str],
+    normalizer: RefNormalizer,
+    noise: RefNoise,
+) -> NormalisedVolts:
+    """ADC volts by input (``{"pd1": .., "pd2": ..}``) to normalised volts by channel label.
+
+    ``signals`` maps each signal input to its channel label (``{"pd2": "2"}``). The REF noise is judged
+    first, so a noisy REF reading is not folded into the average it would bend. Raises
+    :class:`ReferenceSignalError` for an unusable REF and ``KeyError`` for a missing input.
+    """
+    ref = volts[ref_input]
+    noisy = noise.is_noisy(ref)
+    by_input = normalizer.normalize({s: volts[s] for s in signals}, ref, update=not noisy)
+    return NormalisedVolts(values={signals[s]: v for s, v in by_input.items()}, ref_noisy=noisy)
+
+
+# -- blanks ----------------------------------------------------------------------------------------------
+
+
+def _blank_means_converter(means: Mapping[str, float]) -> dict[str, float]:
+    if not isinstance(means, Mapping) or not means:
+        raise ValueError(f"means must map channel labels to volts, e.g. {{\"2\": 0.012}}, got {means!r}")
+    out: dict[str, float] = {}
+    for channel, v in means.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"means[{channel!r}] must be a finite voltage >= 0, got {v!r}")
+        out[str(channel)] = float(v)
+    return out
+
+
+def _blank_intensity(_i: object, _a: attrs.Attribute, value: float) -> None:
+    if isinstance(value, bool) or not (math.isfinite(value) and 0 < value <= 100):
+        raise ValueError(f"ir_led_intensity must be a percentage in (0, 100], got {value!r}")
+
+
+def _blank_samples(_i: object, _a: attrs.Attribute, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"n_samples must be a whole number >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Blank:
+    """The media-only signal of one experiment, per channel, recorded by od_blank at one IR intensity.
+
+    Volts scale with the IR LED, so a blank recorded at another intensity than the reading's would
+    subtract the wrong amount: :meth:`check_ir_led_intensity` refuses that.
+    """
+
+    means: dict[str, float] = attrs.field(converter=_blank_means_converter)
+    ir_led_intensity: float = attrs.field(converter=float, validator=_blank_intensity)
+    n_samples: int = attrs.field(validator=_blank_samples)
+    created_at: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "means": dict(self.means),
+            "ir_led_intensity": self.ir_led_intensity,
+            "n_samples": self.n_samples,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Blank:
+        """Read a stored blank; ``ValueError`` says which field is wrong (the caller adds the file)."""
+        if not isinstance(data, Mapping):
+            raise ValueError("expected a JSON object with means, ir_led_intensity, n_samples, created_at")
+        missing = [k for k in ("means", "ir_led_intensity", "n_samples") if k not in data]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}; record the blank again with `pio run od_blank`")
+        intensity = data["ir_led_intensity"]
+        if isinstance(intensity, bool) or not isinstance(intensity, (int, float)):
+            raise ValueError(f"ir_led_intensity must be a number, got {intensity!r}")
+        try:
+            return cls(
+                means=data["means"],
+                ir_led_intensity=intensity,
+                n_samples=data["n_samples"],
+                created_at=str(data.get("created_at", "")),
+            )
+        except (TypeError, ValueError) as e:
+            raise ValueError(str(e)) from None
+
+    def check_ir_led_intensity(self, ir_led_intensity: float) -> None:
+        """Raise :class:`CalibrationError` unless readings use the IR intensity the blank was recorded at."""
+        if not math.isclose(ir_led_intensity, self.ir_led_intensity, rel_tol=0.0, abs_tol=1e-9):
+            raise CalibrationError(
+                f"the blank was recorded at IR intensity {self.ir_led_intensity:g} % but od_reading would use "
+                f"{ir_led_intensity:g} %; run od_reading with --ir-led-intensity {self.ir_led_intensity:g}, "
+                "or record the blank again at the new intensity"
+            )
+
+
+def blank_means(samples: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per-channel 10 % trimmed mean of od_blank's readings (a spike cannot set the blank).
+
+    Every sample must carry the same channels; ``ValueError`` otherwise or when there are none.
+    """
+    if not samples:
+        raise ValueError("a blank needs at least one reading")
+    channels = set(samples[0])
+    if not channels:
+        raise ValueError("a blank reading must carry at least one channel")
+    for sample in samples:
+        if set(sample) != channels:
+            raise ValueError(f"blank readings changed channels from {sorted(channels)} to {sorted(sample)}")
+    return {c: trimmed_mean([s[c] for s in samples], 0.1) for c in sorted(channels)}
+
+
+# -- calibration per channel -------------------------------------------------------------------------------
+
+
+def od_device_for_angle(angle: str) -> str:
+    """The calibration device of a photodiode angle: ``"90"`` -> ``"od90"`` (180 has only the generic)."""
+    if angle not in ANGLES:
+        raise ValueError(f"angle must be one of {ANGLES}, got {angle!r}")
+    return f"od{angle}" if f"od{angle}" in OD_DEVICES else "od"
+
+
+def choose_calibration(angle: str, active: Mapping[str, object]) -> ODCalibration | None:
+    """The calibration a channel at ``angle`` uses: the active one of its angle's device (``od90``), else
+    the generic ``od`` device's, else None. ``active`` maps device -> active calibration (or None).
+
+    Raises :class:`CalibrationError` when the one found is not an OD calibration or was made at another
+    angle: its curve would turn this channel's volts into a wrong OD with no sign of it.
+    """
+    device = od_device_for_angle(angle)
+    for candidate in dict.fromkeys((device, "od")):
+        cal = active.get(candidate)
+        if cal is None:
+            continue
+        if not isinstance(cal, ODCalibration):
+            raise CalibrationError(f"the active calibration of {candidate} is not an OD calibration")
+        if cal.angle != angle:
+            raise CalibrationError(
+                f"the active {candidate} calibration {cal.name!r} was recorded at angle {cal.angle}, but this "
+                f"channel reads at {angle}; activate a calibration made at {angle} degrees"
+            )
+        return cal
+    return None
+
+
+@attrs.frozen
+class ChannelOD:
+    """What od_reading publishes for one channel: the raw reading (normalised, blank-subtracted volts),
+    the calibrated one when a calibration applies and succeeded, a note to log (clamping) and an error
+    (the calibration failed: publish no OD for this channel, and clear the stale one)."""
+
+    raw: ODReading
+    calibrated: ODReading | None = None
+    note: str | None = None
+    clamped: bool = False
+    error: str | None = None
+
+    @property
+    def reading(self) -> ODReading | None:
+        """The reading that goes into ``ods`` and ``od<channel>``; None when the calibration failed."""
+        if self.error is not None:
+            return None
+        return self.calibrated if self.calibrated is not None else self.raw
+
+
+def channel_od(raw: ODReading, calibration: ODCalibration | None, *, hint: float | None = None) -> ChannelOD:
+    """Apply ``calibration`` (if any) to one raw reading, catching the calibration's refusals as ``error``."""
+    if calibration is None:
+        return ChannelOD(raw=raw)
+    try:
+        calibrated, converted = calibrated_reading(raw, calibration, hint=hint)
+    except (CalibrationError, ValueError) as e:
+        return ChannelOD(raw=raw, error=str(e))
+    return ChannelOD(raw=raw, calibrated=calibrated, note=converted.message, clamped=converted.clamped)
+
+
+class WarningGate:
+    """Rate-limits repeated warnings (clamped calibrations): one per key every ``min_interval`` seconds.
+
+    The caller passes the time, so the gate follows the node's clock (simulated or real).
+    """
+
+    def __init__(self, min_interval: float) -> None:
+        if not (math.isfinite(min_interval) and min_interval >= 0):
+            raise ValueError(f"min_interval must be finite and >= 0, got {min_interval!r}")
+        self.min_interval = float(min_interval)
+        self._last: dict[str, float] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        """True when a warning for ``key`` may be logged at ``now`` (and remember that it was)."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.min_interval:
+            return False
+        self._last[key] = now
+        return True

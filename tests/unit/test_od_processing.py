@@ -285,3 +285,129 @@ def test_payload_validation():
     r = ODReading(channel="2", angle="90", od=0.1, ir_led_intensity=80.0, timestamp=TS)
     with pytest.raises(ValueError, match="twice"):
         ods_payload(TS, [r, r])
+
+
+# -- normalising one reading, blanks, calibration per channel, warning gate -----------------------------
+
+from actors.od_processing import (  # noqa: E402
+    Blank,
+    WarningGate,
+    blank_means,
+    channel_od,
+    choose_calibration,
+    normalise_volts,
+    od_device_for_angle,
+)
+
+
+def _od_cal(name: str = "c", angle: str = "90", device: str = "od90", intensity: float = 80.0) -> ODCalibration:
+    xs = [0.0, 1.0, 2.0]
+    return ODCalibration.from_points(
+        xs, [0.01 + 0.5 * x for x in xs], degree=1, name=name, device=device,
+        created_at="2025-06-01T12:00:00Z", ir_led_intensity=intensity, angle=angle, pd_channel="2",
+    )
+
+
+def _raw_reading(od: float, intensity: float = 80.0, angle: str = "90") -> ODReading:
+    return ODReading(channel="2", angle=angle, od=od, ir_led_intensity=intensity, timestamp="2025-06-01T12:00:00.000Z")
+
+
+def test_normalise_volts_labels_channels_and_holds_the_ref_average_when_noisy():
+    normalizer, noise = RefNormalizer(), RefNoise(5.0)
+    first = normalise_volts({"pd1": 0.1, "pd2": 0.05}, "pd1", {"pd2": "2"}, normalizer, noise)
+    assert first.values == {"2": pytest.approx(0.05)} and not first.ref_noisy
+    for ref in (0.2, 0.05, 0.2, 0.05):
+        last = normalise_volts({"pd1": ref, "pd2": 0.05}, "pd1", {"pd2": "2"}, normalizer, noise)
+    assert last.ref_noisy
+    ema = normalizer.ema
+    normalise_volts({"pd1": 0.3, "pd2": 0.05}, "pd1", {"pd2": "2"}, normalizer, noise)
+    assert normalizer.ema == ema  # a noisy REF is not folded into the average
+
+
+def test_normalise_volts_refuses_a_dead_ref():
+    with pytest.raises(ReferenceSignalError):
+        normalise_volts({"pd1": 0.0, "pd2": 0.05}, "pd1", {"pd2": "2"}, RefNormalizer(), RefNoise(5.0))
+
+
+def test_blank_round_trips_and_refuses_bad_fields():
+    blank = Blank(means={"2": 0.012}, ir_led_intensity=80, n_samples=30, created_at="2025-06-01T12:00:00.000Z")
+    assert Blank.from_dict(blank.to_dict()) == blank
+    for bad, word in [
+        ({"means": {"2": -1.0}, "ir_led_intensity": 80, "n_samples": 3}, "means"),
+        ({"means": {}, "ir_led_intensity": 80, "n_samples": 3}, "means"),
+        ({"means": {"2": 0.1}, "ir_led_intensity": 0, "n_samples": 3}, "ir_led_intensity"),
+        ({"means": {"2": 0.1}, "ir_led_intensity": "80", "n_samples": 3}, "ir_led_intensity"),
+        ({"means": {"2": 0.1}, "ir_led_intensity": 80, "n_samples": 0}, "n_samples"),
+        ({"means": {"2": 0.1}, "ir_led_intensity": 80}, "missing n_samples"),
+        ([1, 2], "JSON object"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            Blank.from_dict(bad)
+
+
+def test_blank_holds_only_at_its_ir_intensity():
+    blank = Blank(means={"2": 0.01}, ir_led_intensity=80, n_samples=5)
+    blank.check_ir_led_intensity(80.0)
+    with pytest.raises(CalibrationError, match="--ir-led-intensity 80"):
+        blank.check_ir_led_intensity(60.0)
+
+
+def test_blank_means_are_trimmed_per_channel():
+    samples = [{"2": 0.01, "3": 0.02}] * 9 + [{"2": 5.0, "3": 0.02}]
+    means = blank_means(samples)
+    assert means == {"2": pytest.approx(0.01), "3": pytest.approx(0.02)}
+    with pytest.raises(ValueError):
+        blank_means([])
+    with pytest.raises(ValueError, match="changed channels"):
+        blank_means([{"2": 0.1}, {"3": 0.1}])
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=3.0), min_size=1, max_size=40))
+def test_blank_means_lie_within_the_readings(values):
+    mean = blank_means([{"2": v} for v in values])["2"]
+    assert min(values) - 1e-12 <= mean <= max(values) + 1e-12
+
+
+def test_od_device_for_angle():
+    assert od_device_for_angle("90") == "od90"
+    assert od_device_for_angle("180") == "od"
+    with pytest.raises(ValueError):
+        od_device_for_angle("91")
+
+
+def test_choose_calibration_prefers_the_angle_device_then_the_generic_one():
+    specific, generic = _od_cal("specific"), _od_cal("generic", device="od")
+    assert choose_calibration("90", {"od90": specific, "od": generic}) is specific
+    assert choose_calibration("90", {"od90": None, "od": generic}) is generic
+    assert choose_calibration("90", {}) is None
+    with pytest.raises(CalibrationError, match="angle 45"):
+        choose_calibration("90", {"od": _od_cal("other", angle="45", device="od")})
+
+
+def test_channel_od_without_calibration_is_the_raw_reading():
+    result = channel_od(_raw_reading(0.2), None)
+    assert result.reading == result.raw and result.calibrated is None and result.error is None
+
+
+def test_channel_od_calibrates_and_flags_clamping():
+    result = channel_od(_raw_reading(0.51), _od_cal())
+    assert result.reading is result.calibrated
+    assert result.calibrated.od == pytest.approx(1.0) and result.calibrated.calibrated
+    clamped = channel_od(_raw_reading(5.0), _od_cal())
+    assert clamped.clamped and clamped.calibrated.od == pytest.approx(2.0) and "outside" in clamped.note
+
+
+def test_channel_od_reports_a_calibration_error_and_publishes_no_od():
+    result = channel_od(_raw_reading(0.51, intensity=60.0), _od_cal())
+    assert result.reading is None and "IR intensity" in result.error
+    assert result.raw.od == 0.51  # the raw reading is still there to publish
+
+
+def test_warning_gate_allows_one_warning_per_key_and_interval():
+    gate = WarningGate(600.0)
+    assert gate.allow("clamp2", 0.0)
+    assert not gate.allow("clamp2", 599.0)
+    assert gate.allow("clamp3", 1.0)
+    assert gate.allow("clamp2", 600.0)
+    with pytest.raises(ValueError):
+        WarningGate(-1.0)
