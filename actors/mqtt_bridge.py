@@ -67,6 +67,7 @@ class MQTTBridge(ActorTypeDispatcher):
         self.closing = False
         self.routes: list[tuple[Any, tuple[str, ...]]] = []  # (subscriber, filters); addresses are not hashable
         self.retained: dict[str, tuple[str, int]] = {}
+        self.local_retained: dict[str, str] = {}  # retained for local subscribers only (the broker link)
         self.backoff = Backoff()
         self.retry_in = 0.0  # seconds of ticks left before the next connection attempt
         self.reconnects = 0
@@ -106,6 +107,7 @@ class MQTTBridge(ActorTypeDispatcher):
         client.connect_timeout = 2.0
         self.client = client
         self._connect()
+        self._link_changed()
         self.wakeupAfter(TICK_SECONDS)
 
     def _connect(self) -> None:
@@ -216,7 +218,8 @@ class MQTTBridge(ActorTypeDispatcher):
         new = [f for f in msg.filters if f not in known]
         # A late local subscriber still learns the current retained values (the vial's books, a
         # job's settings), as it would from the broker, even while the broker is away.
-        for topic, (payload, _qos) in list(self.retained.items()):
+        replay = [(t, p) for t, (p, _qos) in self.retained.items()] + list(self.local_retained.items())
+        for topic, payload in replay:
             if any(topics.matches(f, topic) for f in msg.filters if f not in mine):
                 self.send(sender, MqttMessage(topic=topic, payload=payload, retain=True))
         if new and self.connected and self.client is not None:
@@ -244,7 +247,18 @@ class MQTTBridge(ActorTypeDispatcher):
             if any(topics.matches(f, message.topic) for f in filters):
                 self.send(address, message)
 
+    def _link_changed(self) -> None:
+        """Tell local jobs (the monitor) whether the broker is reachable: a local retained value."""
+        if self.config is None:
+            return
+        topic = topics.broker_link_topic(self.config.unit)
+        payload = "connected" if self.connected else "disconnected"
+        if self.local_retained.get(topic) != payload:
+            self.local_retained[topic] = payload
+            self._fan_out(MqttMessage(topic=topic, payload=payload, retain=True), origin=None)
+
     def _report(self) -> None:
+        self._link_changed()
         if self.supervisor is not None:
             self.send(
                 self.supervisor,

@@ -50,6 +50,12 @@ def bioreactor_topic(unit: str, experiment: str, attr: str) -> str:
     return job_topic(unit, experiment, "bioreactor", attr)
 
 
+def broker_link_topic(unit: str) -> str:
+    """Local only, retained in the node's bridge: ``connected`` or ``disconnected``, whether this node's
+    bridge is connected to the broker (the monitor's error code 2). Never sent to the broker."""
+    return node_topic(unit, "broker_link")
+
+
 def leds_topic(unit: str) -> str:
     """The LED driver's retained ``{"A": %, "B": %, ...}``."""
     return job_topic(unit, NO_EXPERIMENT, "leds", "intensity")

@@ -11,6 +11,10 @@ Safety lives here, not in callers:
   temperature driver sends every few seconds, and goes off when those readings stop or fail;
 - a pump command runs at most 1.5x its stated duration and never more than 60 s.
 The published ``pwms/dc`` mirror (``{pin: duty}``, non-zero only) shows anyone what is on.
+
+The HAT's status LED (``gpio.status_led``, GPIO 23) is one more output here, ``status_led``, so that one
+actor owns every GPIO output; the monitor leases it to blink error codes. It is left out of the
+``pwms/dc`` mirror: a blinking LED would otherwise publish a retained record several times a second.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from thespian.actors import ActorTypeDispatcher, WakeupMessage
 from actors import logs, topics
 from actors.clock import Clock
 from actors.hardware import hardware_access
-from actors.hardware.description import HardwareDescription
+from actors.hardware.description import HardwareDescription, PwmChannel
 from actors.hardware.safety import HeaterLimits, PumpGuard, heater_decision
 from actors.messages import (
     AcquireChannel,
@@ -52,6 +56,17 @@ PUMPS = ("media", "alt_media", "waste")
 HEATER = "heater"
 PLATE_READING_MAX_AGE = 15.0  # simulated seconds: older than this and the heater is switched off
 HEATER_HORIZON = 10.0  # simulated seconds between plate readings the heater cap must cover
+STATUS_LED = "status_led"
+STATUS_LED_HZ = 100  # the LED is only ever fully on or off; any soft-PWM frequency does
+
+
+def with_status_led(desc: HardwareDescription) -> HardwareDescription:
+    """``desc`` with the HAT's status LED as an output channel (not a PWM connector: connector 0)."""
+    pin = desc.gpio.status_led
+    if STATUS_LED in desc.pwm.channels or pin in desc.pwm.pins().values():
+        return desc
+    led = PwmChannel(name=STATUS_LED, connector=0, pin=pin, hz=STATUS_LED_HZ, hardware=False)
+    return attrs.evolve(desc, pwm=attrs.evolve(desc.pwm, channels={**desc.pwm.channels, STATUS_LED: led}))
 
 
 @attrs.define
@@ -88,7 +103,7 @@ class PwmDriver(ActorTypeDispatcher):
         self.unit = msg.node.unit
         self.clock = Clock(time_scale=msg.node.time_scale, anchor=msg.node.clock_anchor)
         try:
-            self.desc = hardware_access.description(msg.hardware)
+            self.desc = with_status_led(hardware_access.description(msg.hardware))
             self.pins = self.desc.pwm.pins()
             self.backend = hardware_access.open_pwm(msg.hardware, self.desc)
         except Exception as e:  # no pigpiod, wrong wiring: say so; outputs stay untouched (nothing is open)
@@ -250,13 +265,14 @@ class PwmDriver(ActorTypeDispatcher):
         changed = self.duties.get(channel) != duty
         self.duties[channel] = duty
         if changed and report:
-            self._mirror()
+            if channel != STATUS_LED:
+                self._mirror()
             self._report()
 
     def _mirror(self) -> None:
         if self.bridge is None:
             return
-        on = {str(self.pins[name]): round(duty, 2) for name, duty in self.duties.items() if duty > 0}
+        on = {str(self.pins[name]): round(duty, 2) for name, duty in self.duties.items() if duty > 0 and name != STATUS_LED}
         topic = topics.job_topic(self.unit, topics.NO_EXPERIMENT, "pwms", "dc")
         self.send(self.bridge, Publish(topic=topic, payload=json.dumps(on), retain=True))
 

@@ -28,6 +28,8 @@ PURE = [
     "actors/od_processing.py",
     "actors/growth_rate_filter.py",
     "actors/bioreactor.py",
+    "actors/bioreactor_books.py",
+    "actors/node_health.py",
     "actors/calibrations.py",
     "actors/temperature_inference.py",
     "actors/automations/events.py",
