@@ -44,8 +44,10 @@ Robustness rules, each the answer to a reported failure:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 
 import attrs
 
@@ -545,3 +547,136 @@ class WarmUp:
             variances[channel] = _detrended_variance([v / mean for v in series])
         self._factors = NormalizationFactors(means=means, variances=variances)
         self._collected.clear()
+
+
+# -- messages in, cache out ------------------------------------------------------------------------------
+
+
+def iso_to_hours(timestamp: object) -> float:
+    """A payload timestamp (UTC ISO 8601, e.g. ``2025-06-01T12:00:00.000Z``) as epoch hours.
+
+    ``ValueError`` names the bad value; a reading without a valid time cannot be placed in the filter.
+    """
+    if not isinstance(timestamp, str):
+        raise ValueError(f"timestamp must be an ISO 8601 text such as 2025-06-01T12:00:00.000Z, got {timestamp!r}")
+    try:
+        parsed = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"timestamp {timestamp!r} is not ISO 8601; expected e.g. 2025-06-01T12:00:00.000Z") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.timestamp() / 3600.0
+
+
+@attrs.frozen
+class ODObservation:
+    """One ``od_reading/ods`` message: its time (epoch hours), its timestamp text and OD per channel."""
+
+    t_hours: float
+    timestamp: str
+    ods: dict[str, float]
+
+    @property
+    def unusable_channels(self) -> list[str]:
+        """Channels whose OD is zero, negative or not finite: no log, no ratio, no growth rate from them."""
+        return sorted(c for c, v in self.ods.items() if not (math.isfinite(v) and v > 0))
+
+
+def parse_ods(text: str) -> ODObservation:
+    """Parse an ``od_reading/ods`` payload ``{timestamp, ods: {channel: {od, ...}}}``; ``ValueError`` says
+    what is missing."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise ValueError(f"not JSON: {text[:80]!r}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("ods"), dict) or not message["ods"]:
+        raise ValueError("expected {timestamp, ods: {channel: {od, ...}}} with at least one channel")
+    ods: dict[str, float] = {}
+    for channel, reading in message["ods"].items():
+        od = reading.get("od") if isinstance(reading, dict) else None
+        if isinstance(od, bool) or not isinstance(od, (int, float)):
+            raise ValueError(f"channel {channel!r} has no numeric od: {reading!r}")
+        ods[str(channel)] = float(od)
+    timestamp = message.get("timestamp")
+    return ODObservation(t_hours=iso_to_hours(timestamp), timestamp=str(timestamp), ods=ods)
+
+
+IGNORED_DOSE_SOURCES: frozenset[str] = frozenset({"pump_calibration"})
+"""Dosing events that move no liquid in or out of the vial (calibrations pump into a beaker)."""
+
+
+@attrs.frozen
+class DoseNotice:
+    """A dosing event that changes the vial's volume: when (epoch hours) and how much."""
+
+    t_hours: float
+    volume_change: float
+    event: str
+    source_of_event: str
+
+
+def parse_dosing_event(text: str) -> DoseNotice | None:
+    """Parse a ``dosing_events`` payload ``{volume_change, event, source_of_event, timestamp}``.
+
+    Returns None for an event that does not touch the vial's liquid (zero volume, a pump calibration);
+    ``ValueError`` for a malformed one.
+    """
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise ValueError(f"not JSON: {text[:80]!r}") from None
+    if not isinstance(message, dict):
+        raise ValueError("expected {volume_change, event, source_of_event, timestamp}")
+    volume = message.get("volume_change")
+    if isinstance(volume, bool) or not isinstance(volume, (int, float)) or not math.isfinite(volume) or volume < 0:
+        raise ValueError(f"volume_change must be a volume >= 0 ml, got {volume!r}")
+    event = message.get("event")
+    if not isinstance(event, str) or not event:
+        raise ValueError(f"event must name the pump action (add_media, remove_waste, ...), got {event!r}")
+    source = str(message.get("source_of_event", "unknown"))
+    t_hours = iso_to_hours(message.get("timestamp"))
+    if volume == 0 or source in IGNORED_DOSE_SOURCES:
+        return None
+    return DoseNotice(t_hours=t_hours, volume_change=float(volume), event=event, source_of_event=source)
+
+
+@attrs.frozen
+class GrowthRateCache:
+    """What growth_rate_calculating keeps per experiment so a restart continues where it was: the warm-up's
+    normalisation factors (no new warm-up, no jump of nOD back to 1.0) and the last estimate (the filter
+    restarts at the last growth rate, not at 0)."""
+
+    factors: NormalizationFactors
+    growth_rate: float | None = None
+    od_filtered: float | None = None
+    timestamp: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "normalization": self.factors.to_dict(),
+            "growth_rate": self.growth_rate,
+            "od_filtered": self.od_filtered,
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> GrowthRateCache:
+        """Read a cache; ``ValueError`` when it is not one (the caller starts a fresh warm-up)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("normalization"), Mapping):
+            raise ValueError("expected {normalization: {means, variances}, growth_rate, od_filtered, timestamp}")
+        try:
+            factors = NormalizationFactors.from_dict(data["normalization"])
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"normalization is incomplete: {e}") from None
+        rate = data.get("growth_rate")
+        od = data.get("od_filtered")
+        rate = float(rate) if _is_number(rate) and math.isfinite(rate) else None
+        od = float(od) if _is_number(od) and math.isfinite(od) and od > 0 else None
+        stamp = data.get("timestamp")
+        return cls(factors=factors, growth_rate=rate, od_filtered=od, timestamp=stamp if isinstance(stamp, str) else None)
+
+    def initial_rate(self, rate_limits: tuple[float, float] = (-1.0, 5.0)) -> float:
+        """The growth rate a restarted filter starts from: the cached one, kept within ``rate_limits``."""
+        if self.growth_rate is None:
+            return 0.0
+        return _clamp(self.growth_rate, *rate_limits)

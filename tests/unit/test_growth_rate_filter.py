@@ -462,3 +462,88 @@ def test_warm_up_then_filter_end_to_end():
         estimates.append((t, f.update(nod, t)))
     assert all(abs(e.growth_rate - 0.6) <= 0.03 for t, e in estimates if t >= 1.0)
     assert estimates[-1][1].od_filtered == pytest.approx(math.exp(0.6 * estimates[-1][0]), rel=0.03)
+
+
+# -- messages in, cache out -------------------------------------------------------------------------------
+
+import json  # noqa: E402
+
+from actors.growth_rate_filter import (  # noqa: E402
+    GrowthRateCache,
+    iso_to_hours,
+    parse_dosing_event,
+    parse_ods,
+)
+
+
+def test_iso_to_hours_reads_payload_timestamps():
+    assert iso_to_hours("1970-01-01T01:00:00.000Z") == pytest.approx(1.0)
+    assert iso_to_hours("1970-01-01T02:30:00+00:00") == pytest.approx(2.5)
+    for bad in ("yesterday", None, 12.0):
+        with pytest.raises(ValueError, match="ISO 8601"):
+            iso_to_hours(bad)
+
+
+def test_parse_ods_reads_every_channel_and_flags_unusable_ones():
+    text = json.dumps({"timestamp": "1970-01-01T01:00:00.000Z", "ods": {"2": {"od": 0.5}, "3": {"od": 0.0}, "4": {"od": -1}}})
+    obs = parse_ods(text)
+    assert obs.t_hours == pytest.approx(1.0) and obs.ods == {"2": 0.5, "3": 0.0, "4": -1.0}
+    assert obs.unusable_channels == ["3", "4"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["not json", "{}", json.dumps({"timestamp": "1970-01-01T00:00:00Z", "ods": {}}),
+     json.dumps({"timestamp": "1970-01-01T00:00:00Z", "ods": {"2": {"od": "x"}}}),
+     json.dumps({"ods": {"2": {"od": 0.1}}})],
+)
+def test_parse_ods_refuses_malformed_messages(text):
+    with pytest.raises(ValueError):
+        parse_ods(text)
+
+
+def test_parse_dosing_event():
+    dose = parse_dosing_event(json.dumps(
+        {"volume_change": 1.5, "event": "add_media", "source_of_event": "turbidostat", "timestamp": "1970-01-01T01:00:00Z"}
+    ))
+    assert dose is not None and dose.t_hours == pytest.approx(1.0) and dose.volume_change == 1.5
+    ignored = {"event": "add_media", "timestamp": "1970-01-01T01:00:00Z"}
+    assert parse_dosing_event(json.dumps({**ignored, "volume_change": 0})) is None
+    assert parse_dosing_event(json.dumps({**ignored, "volume_change": 1, "source_of_event": "pump_calibration"})) is None
+    for bad in ({**ignored, "volume_change": -1}, {**ignored, "volume_change": True}, {"volume_change": 1, "timestamp": "1970-01-01T01:00:00Z"}):
+        with pytest.raises(ValueError):
+            parse_dosing_event(json.dumps(bad))
+
+
+def test_growth_rate_cache_round_trips_and_clamps_the_initial_rate():
+    factors = NormalizationFactors(means={"2": 0.1}, variances={"2": 1e-5})
+    cache = GrowthRateCache(factors=factors, growth_rate=0.4, od_filtered=1.2, timestamp="1970-01-01T01:00:00.000Z")
+    assert GrowthRateCache.from_dict(json.loads(json.dumps(cache.to_dict()))) == cache
+    assert cache.initial_rate() == 0.4
+    assert GrowthRateCache(factors=factors, growth_rate=9.0).initial_rate() == 5.0
+    assert GrowthRateCache(factors=factors).initial_rate() == 0.0
+    odd = GrowthRateCache.from_dict({"normalization": factors.to_dict(), "growth_rate": "fast", "od_filtered": -1})
+    assert odd.growth_rate is None and odd.od_filtered is None
+    for bad in ({}, {"normalization": {"means": {"2": 0.1}}}, {"normalization": {"means": {"2": 0}, "variances": {"2": 0}}}):
+        with pytest.raises(ValueError):
+            GrowthRateCache.from_dict(bad)
+
+
+def test_a_restored_warm_up_with_the_cached_rate_continues_without_a_dip():
+    factors = NormalizationFactors(means={"2": 0.1}, variances={"2": 2.5e-5})
+    cache = GrowthRateCache.from_dict(GrowthRateCache(factors=factors, growth_rate=0.6).to_dict())
+    warm_up = WarmUp.restored(cache.factors)
+    assert warm_up.complete
+
+    def worst_error(initial_rate: float) -> float:
+        f = GrowthRateFilter(warm_up.factors.combine({"2": 0.3}), initial_rate=initial_rate, start_hours=0.0)
+        rng = random.Random(3)
+        errors = []
+        for k in range(1, 11):  # the first minute after a restart
+            t = k * DT
+            nod = warm_up.factors.combine({"2": 0.3 * math.exp(0.6 * t) * (1 + rng.gauss(0, 0.005))})
+            errors.append(abs(f.update(nod, t).growth_rate - 0.6))
+        return max(errors)
+
+    assert worst_error(cache.initial_rate()) < 0.1
+    assert worst_error(0.0) > 0.4  # a restart from 0 would dip
