@@ -29,6 +29,7 @@ class NodeConfig:
     model: str  # vessel model (a file under actors/hardware/models); its default lives in topology.Unit
     broker_username: str | None = None
     broker_password: str | None = None
+    simulation: tuple[tuple[str, float], ...] = ()  # sim units: topology's `simulation:` overrides
 
 
 @attrs.frozen(kw_only=True)
@@ -269,6 +270,7 @@ class Wire:
     bridge: Any
     supervisor: Any
     pwm: Any = None
+    sim: Any = None  # the simulated vessel on a sim unit (timed pump runs, see TimedPumpRun)
 
 
 @attrs.frozen(kw_only=True)
@@ -295,6 +297,16 @@ class SetDuty:
     channel: str
     duty: float
     seconds: float | None = None  # pumps: how long the command is meant to run (the driver caps it)
+
+
+@attrs.frozen(kw_only=True)
+class TimedPumpRun:
+    """Sim units only: the pump run just commanded lasts ``seconds`` of simulated time. At an
+    accelerated clock a few milliseconds of message latency would be many simulated seconds of extra
+    pumping; the simulated device enforces the run's length in its own time instead."""
+
+    channel: str
+    seconds: float
 
 
 @attrs.frozen(kw_only=True)

@@ -203,7 +203,7 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     def _wire(self) -> None:
         for address in self.drivers.values():
-            self.send(address, Wire(bridge=self.bridge, supervisor=self.myAddress, pwm=self.pwm))
+            self.send(address, Wire(bridge=self.bridge, supervisor=self.myAddress, pwm=self.pwm, sim=self.sim))
 
     def receiveMsg_DriverFailed(self, msg: DriverFailed, _sender: Any) -> None:
         self.driver_errors[msg.driver] = msg.error

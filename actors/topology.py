@@ -37,6 +37,17 @@ class Unit:
     time_scale: float = 1.0
     address: str = "127.0.0.1"
     model: str = "pioreactor_20ml_1.5"  # the one default vessel model for units that name none
+    simulation: tuple[tuple[str, float], ...] = ()  # sim units: culture and room overrides (SIMULATION_KEYS)
+
+
+SIMULATION_KEYS: dict[str, str] = {
+    "seed": "random seed of the vessel's noise (default: from the unit's name)",
+    "ambient_c": "room temperature, C (default 22)",
+    "initial_od": "OD600 of the culture at start (default 0.05)",
+    "mu_max": "the organism's maximum growth rate, 1/h (default 1.2)",
+    "lag_hours": "lag phase, h (default 1)",
+    "carrying_capacity": "the OD the culture saturates at (default 3)",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -172,6 +183,14 @@ def parse(text: str, path: str = "topology.yaml") -> Topology:
                         r.err(fields["model"][1], f"{where}.model", f"unknown model {model!r}; models are: {', '.join(models)}")
                     else:
                         kw["model"] = model
+            if "simulation" in fields:
+                sim_fields = r.mapping(fields["simulation"][1], f"{where}.simulation", dict.fromkeys(SIMULATION_KEYS, ""))
+                sim: list[tuple[str, float]] = []
+                for key, (_, sim_node) in sim_fields.items():
+                    value = r.scalar(sim_node, f"{where}.simulation.{key}", float, f"a number ({SIMULATION_KEYS[key]})")
+                    if value is not None:
+                        sim.append((key, value))
+                kw["simulation"] = tuple(sim)
             if "address" in fields:
                 address = r.scalar(fields["address"][1], f"{where}.address", str, "a host name or address")
                 if address is not None:

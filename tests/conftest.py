@@ -66,8 +66,8 @@ def node_factory(tmp_path, broker):
 
     nodes = []
 
-    def make(unit="sim01", time_scale=10.0):
-        node = Node(tmp_path / unit, broker, unit=unit, time_scale=time_scale)
+    def make(unit="sim01", time_scale=10.0, simulation=None):
+        node = Node(tmp_path / unit, broker, unit=unit, time_scale=time_scale, simulation=simulation)
         nodes.append(node)
         return node
 

@@ -57,6 +57,7 @@ def node_config(topology: Topology, unit_name: str) -> NodeConfig:
         admin_port=unit.admin_port,
         time_scale=unit.time_scale,
         model=unit.model,
+        simulation=unit.simulation,
         clock_anchor=time.time(),
         state_dir=ndir,
         plugin_dir=node_files.plugin_dir(),

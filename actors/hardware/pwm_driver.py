@@ -45,6 +45,7 @@ from actors.messages import (
     RenewLease,
     Reply,
     SetDuty,
+    TimedPumpRun,
     Wire,
 )
 
@@ -93,6 +94,7 @@ class PwmDriver(ActorTypeDispatcher):
         self.plate: PlateReading | None = None
         self.pump_guard = PumpGuard(max_fill_ml=1e9)
         self.pump_generation: dict[str, int] = {}
+        self.sim: Any = None
 
     # --- setup ----------------------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class PwmDriver(ActorTypeDispatcher):
         self._report()
 
     def receiveMsg_Wire(self, msg: Wire, _sender: Any) -> None:
-        self.bridge, self.supervisor = msg.bridge, msg.supervisor
+        self.bridge, self.supervisor, self.sim = msg.bridge, msg.supervisor, msg.sim
         self._mirror()
 
     # --- leases -----------------------------------------------------------------------------------------
@@ -178,6 +180,8 @@ class PwmDriver(ActorTypeDispatcher):
             return
         if msg.channel in PUMPS:
             self._arm_pump_stop(msg.channel, duty, msg.seconds)
+            if self.sim is not None and duty > 0 and msg.seconds is not None:
+                self.send(self.sim, TimedPumpRun(channel=msg.channel, seconds=msg.seconds))
         self._apply(msg.channel, duty)
 
     def _arm_pump_stop(self, channel: str, duty: float, seconds: float | None) -> None:

@@ -105,6 +105,11 @@ class SimDevice:
         self.vessel = vessel
         self._now = now
         self._lock = threading.RLock()
+        # Timed pump runs (see time_pump_run): channel -> simulated time it stops, or seconds to apply
+        # to the next start, and when each running pump started.
+        self._pump_stops: dict[str, float] = {}
+        self._pump_pending: dict[str, float] = {}
+        self._pump_started: dict[str, float] = {}
         self._last = self._read_clock()
         self._active: set[str] = set()
         self._started = False
@@ -289,9 +294,30 @@ class SimDevice:
     def _sync(self) -> None:
         """Advance the vessel to ``now()``; call with the device lock held. Time never runs backwards."""
         t = self._read_clock()
+        for channel, stop in sorted(self._pump_stops.items(), key=lambda item: item[1]):
+            if stop > t:
+                break
+            if stop > self._last:
+                self.vessel.advance(stop - self._last)
+                self._last = stop
+            self.vessel.set_pwm(channel, 0.0)
+            del self._pump_stops[channel]
         if t > self._last:
             self.vessel.advance(t - self._last)
             self._last = t
+
+    def time_pump_run(self, channel: str, seconds: float) -> None:
+        """The pump run commanded on ``channel`` lasts ``seconds`` of simulated time: the device stops
+        it then, whenever the driver's stop arrives. This stands in for real time, where a stop a few
+        milliseconds late moves microlitres; at an accelerated clock the same lateness would be whole
+        millilitres. The message may arrive just before or just after the PWM write that starts the run."""
+        with self._lock:
+            self._sync()
+            if self.vessel.pwm(channel) > 0 and channel in self._pump_started:
+                self._pump_stops[channel] = max(self._last, self._pump_started[channel] + seconds)
+                self._sync()
+            else:
+                self._pump_pending[channel] = seconds
 
     # -- what the servers call -----------------------------------------------------------------------
     def _on_pwm(self, pin: int, duty: float) -> None:
@@ -300,7 +326,16 @@ class SimDevice:
             return  # a pin nothing in the vessel is wired to (status LED, a spare)
         with self._lock:
             self._sync()  # the old duty applied up to this instant
+            was_on = self.vessel.pwm(name) > 0
             self.vessel.set_pwm(name, duty)
+            if duty <= 0:
+                self._pump_stops.pop(name, None)
+                self._pump_started.pop(name, None)
+            elif not was_on:
+                self._pump_started[name] = self._last
+                pending = self._pump_pending.pop(name, None)
+                if pending is not None:
+                    self._pump_stops[name] = self._last + pending
 
     def _hall_edges(self) -> int:
         with self._lock:

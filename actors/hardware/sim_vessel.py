@@ -19,8 +19,10 @@ from thespian.actors import ActorTypeDispatcher
 from actors import logs
 from actors.clock import Clock
 from actors.hardware import hardware_access
+from actors.hardware.sim_culture import CultureParams
+from actors.hardware.sim_thermal import ThermalParams
 from actors.hardware.vessel import Vessel, VesselParams
-from actors.messages import BootDriver, DriverFailed, GetSimTruth, Reply, SimFault
+from actors.messages import BootDriver, DriverFailed, GetSimTruth, Reply, SimFault, TimedPumpRun
 
 log = logs.get("sim_vessel")
 
@@ -37,8 +39,12 @@ class SimVessel(ActorTypeDispatcher):
 
         try:
             desc = hardware_access.description(msg.hardware)
+            sim = dict(msg.node.simulation)
+            culture = {k: sim[k] for k in ("initial_od", "mu_max", "lag_hours", "carrying_capacity") if k in sim}
             params = VesselParams(
-                seed=zlib.crc32(msg.node.unit.encode()),
+                seed=int(sim.get("seed", zlib.crc32(msg.node.unit.encode()))),
+                culture=CultureParams(**culture),
+                thermal=ThermalParams(**{k: sim[k] for k in ("ambient_c",) if k in sim}),
                 capacity_ml=desc.vessel.capacity_ml,
                 max_fill_ml=desc.vessel.max_fill_ml,
                 efflux_ml=desc.vessel.default_efflux_tube_ml,
@@ -53,6 +59,10 @@ class SimVessel(ActorTypeDispatcher):
             return
         log.info("simulated vessel up: pigpio port %s, I2C port %s", endpoints.pigpio_port, endpoints.i2c_port)
         self.send(sender, endpoints)
+
+    def receiveMsg_TimedPumpRun(self, msg: TimedPumpRun, _sender: Any) -> None:
+        if self.device is not None:
+            self.device.time_pump_run(msg.channel, msg.seconds)
 
     def receiveMsg_SimFault(self, msg: SimFault, sender: Any) -> None:
         if self.device is None:

@@ -479,3 +479,26 @@ def test_edge_source_thread_streams_without_being_asked() -> None:
         finally:
             cb.cancel()
             pi.stop()
+
+
+@pytest.mark.parametrize("timed_first", [True, False], ids=["timed-then-on", "on-then-timed"])
+def test_a_timed_pump_run_stops_on_simulated_time_however_late_the_stop_command(rig12: Rig, timed_first: bool) -> None:
+    # At an accelerated clock the driver's stop arrives many simulated seconds late; the device holds the
+    # run to its commanded length, whichever of the two messages reaches it first.
+    v0 = rig12.truth()["volume_ml"]
+    if timed_first:
+        rig12.device.time_pump_run("media", 10.0)
+        rig12.set_pwm("media", 100)
+    else:
+        rig12.set_pwm("media", 100)
+        rig12.device.time_pump_run("media", 10.0)
+    rig12.now.advance(45)  # the stop is 35 s late
+    moved = rig12.truth()["volume_ml"] - v0
+    rig12.set_pwm("media", 0)
+    assert 0.75 < moved < 1.1  # 10 s at ~0.0911 ml/s, not 45 s
+    assert rig12.truth()["pwm"]["media"] == 0
+    # An untimed run (a manual `--continuously`) is not cut short.
+    rig12.set_pwm("media", 100)
+    rig12.now.advance(20)
+    assert rig12.truth()["volume_ml"] - v0 > moved + 1.4
+    rig12.set_pwm("media", 0)

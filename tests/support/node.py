@@ -24,7 +24,9 @@ PIO = os.path.join(os.path.dirname(sys.executable), "pio")
 
 
 class Node:
-    def __init__(self, root: Path, broker: Mosquitto, unit: str = "sim01", time_scale: float = 10.0) -> None:
+    def __init__(
+        self, root: Path, broker: Mosquitto, unit: str = "sim01", time_scale: float = 10.0, simulation: dict[str, float] | None = None
+    ) -> None:
         self.root = root
         self.unit = unit
         self.broker = broker
@@ -34,12 +36,13 @@ class Node:
         self.plugin_dir = root / "plugins"
         self.plugin_dir.mkdir(parents=True, exist_ok=True)
         self.topology = root / "topology.yaml"
+        sim = f", simulation: {json.dumps(simulation)}" if simulation else ""
         self.topology.write_text(
             textwrap.dedent(
                 f"""\
                 broker: {{host: {broker.host}, port: {broker.port}}}
                 units:
-                  {unit}: {{hardware: sim, admin_port: {self.admin_port}, time_scale: {time_scale}}}
+                  {unit}: {{hardware: sim, admin_port: {self.admin_port}, time_scale: {time_scale}{sim}}}
                 experiments:
                   {self.experiment}: {{units: [{unit}]}}
                 """
