@@ -31,6 +31,7 @@ PURE = [
     "actors/bioreactor_books.py",
     "actors/node_health.py",
     "actors/calibrations.py",
+    "actors/pump_run.py",
     "actors/temperature_inference.py",
     "actors/automations/events.py",
     "actors/automations/dosing/policies.py",
