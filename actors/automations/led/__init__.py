@@ -1,6 +1,6 @@
 """LED automations: policies that decide LED intensities over time."""
 
 from actors.automations.events import ChangedLedIntensity
-from actors.automations.led.light_dark_cycle import LedDecision, LightDarkCycle
+from actors.automations.led.light_dark_cycle import LedDecision, LedPolicy, LightDarkCycle, SilentLeds
 
-__all__ = ["ChangedLedIntensity", "LedDecision", "LightDarkCycle"]
+__all__ = ["ChangedLedIntensity", "LedDecision", "LedPolicy", "LightDarkCycle", "SilentLeds"]

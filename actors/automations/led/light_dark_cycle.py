@@ -25,11 +25,13 @@ time is what happened then.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import attrs
 
-from actors.automations.events import ChangedLedIntensity
+from actors.automations.events import AutomationEvent, ChangedLedIntensity, NoEvent
+from actors.automations.parameters import Parameter
 
 LED_CHANNELS: tuple[str, ...] = ("A", "B", "C", "D")
 DEFAULT_CHANNELS: tuple[str, ...] = ("C", "D")
@@ -118,11 +120,54 @@ class LedDecision:
     lit: bool
     intensities: tuple[tuple[str, float], ...]
     next_boundary_minutes: float | None
-    event: ChangedLedIntensity
+    event: AutomationEvent
+
+
+class LedPolicy:
+    """The base of every LED automation: what the LED job asks at its start, at each wake-up it was told
+    and after each settings change.
+
+    Subclass it, set ``name`` and ``PARAMETERS``, and implement :meth:`decide`. Time is minutes since
+    the job started. A policy may be an immutable value: :meth:`with_parameter` returns the policy to use
+    from then on (``self`` after changing itself, or a new one).
+    """
+
+    family: ClassVar[str] = "led"
+    name: ClassVar[str] = ""
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = ()
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> LedPolicy:
+        """Build the policy for a run from its parameter values by name. Default: keyword arguments."""
+        return cls(**parameters)
+
+    def decide(self, t_minutes: float) -> LedDecision:
+        """Intensities to set at ``t_minutes`` (channels not named are left alone) and when to ask again."""
+        raise NotImplementedError
+
+    def with_parameter(self, name: str, value: Any, t_minutes: float) -> LedPolicy:
+        """A settable parameter changed at ``t_minutes``; raise ``ValueError`` to refuse. Default: store it."""
+        setattr(self, name, value)
+        return self
+
+
+class SilentLeds(LedPolicy):
+    """``silent``: leaves the LEDs as they are and never wakes up."""
+
+    name = "silent"
+
+    def decide(self, t_minutes: float) -> LedDecision:
+        return LedDecision(lit=False, intensities=(), next_boundary_minutes=None, event=NoEvent("LEDs left as they are"))
+
+
+DEFAULT_LIGHT_INTENSITY = 50.0
+DEFAULT_LIGHT_MINUTES = 16 * 60.0
+DEFAULT_DARK_MINUTES = 8 * 60.0
+"""A 16 h light / 8 h dark day at 50 % [assumption: the reference's form defaults, not in its docs]."""
 
 
 @attrs.frozen(init=False)
-class LightDarkCycle:
+class LightDarkCycle(LedPolicy):
     """Alternating light and dark phases on ``channels``, starting in light at minute 0.
 
     Change it with :meth:`retime` and :meth:`with_intensity`, which return a new schedule (a value the
@@ -130,6 +175,13 @@ class LightDarkCycle:
     durations took effect until the next one; a phase whose light a change left as it was runs on
     across the epochs' seam.
     """
+
+    name: ClassVar[str] = "light_dark_cycle"
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = (
+        Parameter("light_intensity", "float", "%", DEFAULT_LIGHT_INTENSITY, description="LEDs C and D during light, 0-100"),
+        Parameter("light_duration_minutes", "float", "min", DEFAULT_LIGHT_MINUTES, description="length of each light phase"),
+        Parameter("dark_duration_minutes", "float", "min", DEFAULT_DARK_MINUTES, description="length of each dark phase"),
+    )
 
     light_intensity: float
     channels: tuple[str, ...]
@@ -145,6 +197,24 @@ class LightDarkCycle:
         light, dark = _check_durations(light_duration_minutes, dark_duration_minutes)
         first = Epoch(0.0, light > 0, light, dark, 0.0)
         self.__attrs_init__(_check_intensity(light_intensity), _channels(channels), (first,))
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any]) -> LightDarkCycle:
+        return cls(
+            float(parameters.get("light_intensity", DEFAULT_LIGHT_INTENSITY)),
+            float(parameters.get("light_duration_minutes", DEFAULT_LIGHT_MINUTES)),
+            float(parameters.get("dark_duration_minutes", DEFAULT_DARK_MINUTES)),
+        )
+
+    def with_parameter(self, name: str, value: Any, t_minutes: float) -> LightDarkCycle:
+        """A settings change at ``t_minutes``: a duration retimes from then on, an intensity applies at once."""
+        if name == "light_intensity":
+            return self.with_intensity(value)
+        if name == "light_duration_minutes":
+            return self.retime(t_minutes, light_duration=value)
+        if name == "dark_duration_minutes":
+            return self.retime(t_minutes, dark_duration=value)
+        raise ValueError(f"light_dark_cycle has no parameter {name!r}")
 
     def _with_epochs(self, epochs: tuple[Epoch, ...]) -> LightDarkCycle:
         new = object.__new__(LightDarkCycle)

@@ -13,6 +13,11 @@ Reference behaviour (pioreactor.md §3.1-3.2, hardware.md §4.2):
   ``[0, reduce limit]`` of the vessel model, with a message saying so.
 * ``only_record_temperature``: heater off, temperature reported.
 
+Every temperature automation, built-in or plugin, subclasses :class:`TemperaturePolicy`: it declares
+``name`` and ``PARAMETERS``, is built by :meth:`TemperaturePolicy.from_parameters` from the run's parameter
+values and the vessel model's heater limits, and answers :meth:`~TemperaturePolicy.decide` once per
+inference. The temperature job (actors/temperature_automation.py) does the rest: cadence, heater, publishing.
+
 Nothing here reads the clock or touches hardware; the caller passes the estimate and the current duty
 and applies the returned duty through the heater driver, which caps it further (actors/hardware/safety.py).
 The ``current_duty`` to pass is the one the heater actually ran at, when known: if the driver capped
@@ -22,12 +27,14 @@ it, feeding back the request instead would let the duty wind up above what is de
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import attrs
 
-from actors.automations.events import NoEvent, UpdatedHeaterDC
-from actors.hardware.safety import HeaterLimits, heater_limits_for
+from actors.automations.events import AutomationEvent, NoEvent, UpdatedHeaterDC
+from actors.automations.parameters import Parameter
+from actors.hardware.safety import HEATER_MAX_DUTY, HeaterLimits, heater_limits_for
 from actors.pid import PID
 from actors.temperature_inference import MIN_READINGS
 from actors.validators import finite_positive
@@ -67,7 +74,42 @@ def clamp_target(target_c: float, limits: HeaterLimits) -> tuple[float, str | No
     return value, None
 
 
-class Thermostat:
+class TemperaturePolicy:
+    """The base of every temperature automation: what the temperature job calls, once per inference.
+
+    Subclass it, set ``name`` (what ``--automation-name`` takes) and ``PARAMETERS``, and implement
+    :meth:`decide`. ``heats`` says whether the policy ever turns the heater on (the job warns when a
+    heating policy runs without stirring). Override :meth:`from_parameters` when the constructor needs the
+    heater limits, and :meth:`set_parameter` when a settable parameter needs more than storing.
+    """
+
+    family: ClassVar[str] = "temperature"
+    name: ClassVar[str] = ""
+    PARAMETERS: ClassVar[tuple[Parameter, ...]] = ()
+    heats: ClassVar[bool] = True
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any], limits: HeaterLimits) -> TemperaturePolicy:
+        """Build the policy for a run: ``parameters`` are the run's values by name (given or default),
+        ``limits`` the vessel model's heater limits. The default passes the parameters as keywords."""
+        return cls(**parameters)
+
+    def decide(self, liquid_c_estimate: float, current_duty: float) -> tuple[float, AutomationEvent]:
+        """The heater duty (%) for the next heating phase, from the inferred liquid temperature and the
+        duty the heater ran at, and the event to publish."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget history (called when the job wakes from sleep: the pause was not one inference)."""
+
+    def set_parameter(self, name: str, value: Any) -> tuple[Any, str | None]:
+        """A settable parameter changed while running: return the value in force and a note to log
+        (why it differs from the request), or raise ``ValueError`` to refuse. Default: store it."""
+        setattr(self, name, value)
+        return value, None
+
+
+class Thermostat(TemperaturePolicy):
     """PID on the inferred liquid temperature, adding its output to the heater duty each inference.
 
     ``limits`` are the vessel model's heater limits; only ``reduce_c`` is used here (the target's upper
@@ -75,6 +117,18 @@ class Thermostat:
     defaults to 100 and the driver caps further. ``target_note`` holds the clamping message of the
     latest target, for the job to log.
     """
+
+    name = "thermostat"
+    PARAMETERS = (
+        Parameter(
+            "target_temperature",
+            "float",
+            "C",
+            None,
+            settable=True,
+            description="liquid temperature to hold; at most the vessel's heater reduce limit",
+        ),
+    )
 
     def __init__(
         self,
@@ -103,6 +157,18 @@ class Thermostat:
     def for_model(cls, target_temperature: float, model: str, version: str, **kwargs: float) -> Thermostat:
         """A thermostat for a Pioreactor model name and version, e.g. ``("pioreactor_20ml", "1.0")``."""
         return cls(target_temperature, heater_limits_for(model, version), **kwargs)
+
+    @classmethod
+    def from_parameters(cls, parameters: Mapping[str, Any], limits: HeaterLimits) -> Thermostat:
+        """The job's thermostat: it never asks for more than the heater driver's cap
+        (:data:`actors.hardware.safety.HEATER_MAX_DUTY`), so the duty it adds to is the one delivered."""
+        return cls(float(parameters["target_temperature"]), limits, max_duty=HEATER_MAX_DUTY)
+
+    def set_parameter(self, name: str, value: Any) -> tuple[Any, str | None]:
+        if name != "target_temperature":
+            return super().set_parameter(name, value)
+        note = self.set_target_temperature(float(value))
+        return self.target_temperature, note
 
     @property
     def target_temperature(self) -> float:
@@ -139,8 +205,11 @@ class Thermostat:
         self._pid.reset()
 
 
-class OnlyRecordTemperature:
+class OnlyRecordTemperature(TemperaturePolicy):
     """Heater off; the temperature is only reported. Same interface as :class:`Thermostat`."""
+
+    name = "only_record_temperature"
+    heats = False
 
     def decide(self, liquid_c_estimate: float, current_duty: float) -> tuple[float, TemperatureEvent]:
         liquid = _check_finite("liquid_c_estimate", liquid_c_estimate)
