@@ -116,11 +116,12 @@ def initial_values(specs: dict[str, Setting], raw: dict[str, str]) -> dict[str, 
     """Defaults overlaid with the given text values, each cast and checked; unknown names refused."""
     values = {name: spec.default for name, spec in specs.items()}
     for name, text in raw.items():
-        spec = specs.get(name)
+        # Setting names are lowercase; options need not be (the reference's `led_intensity --A 50`).
+        spec = specs.get(name) or specs.get(name.lower())
         if spec is None or not (spec.settable or spec.startup):
             known = ", ".join(s.option for s in specs.values() if s.settable or s.startup) or "none"
             raise SettingError(f"unknown option --{name.replace('_', '-')}; options are: {known}")
-        values[name] = spec.parse(text)
+        values[spec.name] = spec.parse(text)
     return values
 
 

@@ -56,6 +56,11 @@ def broker_link_topic(unit: str) -> str:
     return node_topic(unit, "broker_link")
 
 
+def led_change_events_topic(unit: str, experiment: str) -> str:
+    """Every LED change a job makes: ``{channel, intensity, source_of_event, timestamp}`` (not retained)."""
+    return f"{ROOT}/{unit}/{experiment}/led_change_events"
+
+
 def leds_topic(unit: str) -> str:
     """The LED driver's retained ``{"A": %, "B": %, ...}``."""
     return job_topic(unit, NO_EXPERIMENT, "leds", "intensity")
