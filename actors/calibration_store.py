@@ -23,6 +23,7 @@ from actors.calibrations import (
     Calibration,
     CalibrationError,
     PumpCalibration,
+    _name_problem,
     default_pump_calibration,
     dumps,
     loads,
@@ -66,6 +67,10 @@ class CalibrationStore:
         return cls(os.path.join(state_dir, "calibrations"))
 
     def path(self, device: str, name: str) -> str:
+        # The name becomes a file name: refuse '../x' and the like before it can point outside the folder.
+        problem = _name_problem(name)
+        if problem is not None:
+            raise CalibrationStoreError(f"calibration name: {problem}")
         return os.path.join(self.root, _check_device(device), f"{name}.yaml")
 
     # --- reading -------------------------------------------------------------------------------------

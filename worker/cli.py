@@ -478,6 +478,11 @@ def version() -> None:
     click.echo(f"pioactors {actors.__version__}")
 
 
+from worker import calibrations_cli  # noqa: E402  (after `pio` exists: it attaches `pio calibrations`)
+
+calibrations_cli.register(pio)
+
+
 def main() -> None:
     pio(prog_name="pio")
 
