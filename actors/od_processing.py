@@ -16,6 +16,11 @@ alone and reused by the simulator scenarios:
    :class:`~actors.calibrations.ODCalibration` (curve maths and validation live there);
 6. :class:`ODReading` / :func:`ods_payload` build the ``od_reading/ods`` message.
 
+Around them: :func:`normalise_volts` (one ADC reading through 2-3, shared by od_reading and od_blank),
+:class:`Blank` / :func:`blank_means` (what od_blank stores), :func:`choose_calibration` (which active
+calibration a channel uses), :func:`channel_od` (one channel through 5, a failure reported rather than
+raised) and :class:`WarningGate` (rate-limited clamping warnings).
+
 Timestamps are ISO strings passed in by the caller (the actor owns the clock).
 """
 
