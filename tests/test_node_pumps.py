@@ -119,7 +119,7 @@ def test_bad_requests_are_refused_and_move_nothing(node_factory, mqtt_watcher, a
     assert events(mqtt_watcher, node) == []
 
 
-@pytest.mark.parametrize("how", ["mqtt", "kill"])
+@pytest.mark.parametrize("how", ["disconnected", "sleeping", "kill"])
 def test_a_pump_stopped_midway_is_off_at_once_and_published_what_it_moved(node_factory, broker, mqtt_watcher, how):
     node = node_factory(time_scale=10.0).start()
     before = truth(node)["volume_ml"]
@@ -127,11 +127,11 @@ def test_a_pump_stopped_midway_is_off_at_once_and_published_what_it_moved(node_f
     wait_until(lambda: len(events(mqtt_watcher, node)) >= 8, 10, 0.05, "pumping")
     assert truth(node)["pwm"]["media"] == 100
     asked = time.monotonic()
-    if how == "mqtt":
+    if how != "kill":
         client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
         client.connect(broker.host, broker.port)
         client.loop_start()
-        client.publish(node.topic("add_media", "$state/set"), "disconnected", qos=1).wait_for_publish(5)
+        client.publish(node.topic("add_media", "$state/set"), how, qos=1).wait_for_publish(5)
         client.loop_stop()
         client.disconnect()
     else:
