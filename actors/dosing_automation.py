@@ -124,9 +124,10 @@ class DosingAutomation(AutomationJob):
     def start(self) -> None:
         ctx = self.ctx
         ctx.subscribe(topics.bioreactor_topic(ctx.unit, ctx.experiment, "+"), self._on_books)
-        ctx.subscribe(ctx.topic("growth_rate_calculating", "od_filtered"), self._on_od_filtered)
-        ctx.subscribe(ctx.topic("growth_rate_calculating", "growth_rate"), self._on_growth_rate)
-        ctx.subscribe(ctx.topic("od_reading", "ods"), self._on_ods)
+        # Readings from before this start are not acted on (the reference ignores retained readings).
+        ctx.subscribe(ctx.topic("growth_rate_calculating", "od_filtered"), self._on_od_filtered, retained=False)
+        ctx.subscribe(ctx.topic("growth_rate_calculating", "growth_rate"), self._on_growth_rate, retained=False)
+        ctx.subscribe(ctx.topic("od_reading", "ods"), self._on_ods, retained=False)
         self._acquire(list(self.policy.pumps))
 
     def _acquire(self, pumps: list[str]) -> None:
@@ -173,11 +174,15 @@ class DosingAutomation(AutomationJob):
     def _reading(self, signal: str, reading: Reading) -> None:
         self.inputs = attrs.evolve(self.inputs, **{signal: reading})
         if self.policy_class.triggered_by_readings:
-            self._run()
+            # Decide as of the reading's own time: the question is what the vial was like when it was
+            # measured, and the other inputs are judged fresh or stale against that moment. (At real time
+            # the two are milliseconds apart; at an accelerated clock, the pipeline's latency would
+            # otherwise age every reading by minutes.)
+            self._run(at=reading.timestamp)
 
     # --- deciding ----------------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, at: float | None = None) -> None:
         if self.running is not None or self.plan:
             self.rerun = True  # one follow-up run once the pumps are done, as the reference queues
             return
@@ -188,7 +193,7 @@ class DosingAutomation(AutomationJob):
             self.ctx.after(5.0, self._run, name="next-run")
             return
         now = self.ctx.clock.now()
-        decision = self.policy.decide(self.inputs, now)
+        decision = self.policy.decide(self.inputs, now if at is None else min(at, now))
         self._act(decision, now)
 
     def _act(self, decision: Decision, now: float) -> None:

@@ -140,7 +140,7 @@ class JobHost(ActorTypeDispatcher):
         self.timer_gen = 0
         self.pending: dict[str, Callable[[Any], None]] = {}
         self.held: dict[str, set[str]] = {}  # driver -> channels
-        self.subscriptions: list[tuple[str, Callable[[str, str], None]]] = []  # local and remote data
+        self.subscriptions: list[tuple[str, Callable[[str, str], None], bool]] = []  # filter, callback, retained too
         self.crashed = False
         self.stopped = False
 
@@ -238,10 +238,11 @@ class JobHost(ActorTypeDispatcher):
         topic = topics.log_topic(self.unit, self.experiment, "app", level)
         self.send(self.bridge, Publish(topic=topic, payload=json.dumps(payload), qos=1))
 
-    def subscribe(self, topic_filter: str, callback: Callable[[str, str], None]) -> None:
+    def subscribe(self, topic_filter: str, callback: Callable[[str, str], None], retained: bool = True) -> None:
         """Data from other jobs: delivered by the bridge from local publishers (even with the broker
-        down) and from the broker (other nodes)."""
-        self.subscriptions.append((topic_filter, callback))
+        down) and from the broker (other nodes). ``retained=False`` skips the retained value replayed
+        on subscribing: a controller must not act on a reading taken before it started."""
+        self.subscriptions.append((topic_filter, callback, retained))
         self.send(self.bridge, Subscribe(filters=(topic_filter,)))
 
     @property
@@ -371,8 +372,8 @@ class JobHost(ActorTypeDispatcher):
         # Another job's /set (the monitor's `bioreactor/<field>/set`) reaches the job's own subscription.
         if self.state not in (State.READY, State.INIT) or msg.payload == "":
             return
-        for topic_filter, callback in self.subscriptions:
-            if topics.matches(topic_filter, msg.topic):
+        for topic_filter, callback, retained in self.subscriptions:
+            if topics.matches(topic_filter, msg.topic) and (retained or not msg.retain):
                 callback(msg.topic, msg.payload)
 
     def receiveMsg_ApplySetting(self, msg: ApplySetting, sender: Any) -> None:
@@ -381,7 +382,7 @@ class JobHost(ActorTypeDispatcher):
 
     def receiveMsg_BridgeChanged(self, msg: BridgeChanged, _sender: Any) -> None:
         self.bridge = msg.bridge
-        self.send(self.bridge, Subscribe(filters=self._set_filters() + tuple(f for f, _ in self.subscriptions)))
+        self.send(self.bridge, Subscribe(filters=self._set_filters() + tuple(f for f, _, _ in self.subscriptions)))
         self._publish_state()
         for name in self.specs:
             self._publish_setting(name)

@@ -194,7 +194,9 @@ class MQTTBridge(ActorTypeDispatcher):
                 self._connect()
 
     def receiveMsg_Publish(self, msg: Publish, sender: Any) -> None:
-        self._fan_out(MqttMessage(topic=msg.topic, payload=msg.payload, retain=msg.retain), origin=sender)
+        # Live delivery carries retain=False, as a broker does: the flag marks a value replayed to a
+        # new subscriber, which a controller may choose to ignore.
+        self._fan_out(MqttMessage(topic=msg.topic, payload=msg.payload, retain=False), origin=sender)
         if msg.retain:
             if msg.payload == "":
                 self.retained.pop(msg.topic, None)
