@@ -79,6 +79,7 @@ class Job:
     kill_priority: ClassVar[int] = OTHERS
     long_running: ClassVar[bool] = False  # excluded from `pio kill --all`, like the reference's monitor
     restart_policy: ClassVar[RestartPolicy] = RestartPolicy()  # how the supervisor treats its crashes
+    resumable: ClassVar[bool] = True  # restarted when a lost node comes back; False for one-shot actions
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx

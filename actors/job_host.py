@@ -188,6 +188,7 @@ class JobHost(ActorTypeDispatcher):
         self.kill_priority = cls.kill_priority
         self.long_running = cls.long_running
         self.restart_policy = cls.restart_policy
+        self.resumable = cls.resumable
         self._report_state()  # init: tells the supervisor the job's kill order and restart policy
         self._publish_state()
         self.send(self.bridge, Subscribe(filters=self._set_filters()))
@@ -480,6 +481,7 @@ class JobHost(ActorTypeDispatcher):
                 kill_priority=getattr(self, "kill_priority", 3),
                 long_running=getattr(self, "long_running", False),
                 restart_policy=getattr(self, "restart_policy", None),
+                resumable=getattr(self, "resumable", True),
                 requested=requested,
                 error=error,
             ),

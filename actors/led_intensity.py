@@ -35,6 +35,7 @@ def _channel_setting(channel: str) -> Setting:
 
 class LedIntensity(Job):
     name = "led_intensity"
+    resumable = False  # a one-shot action: never redone after a power cut
     kill_priority = LEDS
     settings = (
         *(_channel_setting(c) for c in CHANNELS),

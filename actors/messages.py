@@ -159,6 +159,7 @@ class JobStateReport:
     kill_priority: int = 3
     long_running: bool = False
     restart_policy: Any = None  # actors.supervision.RestartPolicy declared by the job class
+    resumable: bool = True  # False: a one-shot action (a pump run) is never redone after a power cut
     requested: bool = False  # a `disconnected` asked for by a user (`$state/set`), not an exit
     error: str | None = None  # set when the job could not start (bad setting, import error)
 

@@ -29,6 +29,7 @@ RUNNING_STATES = ("init", "ready", "sleeping")
 
 class OdBlank(Job):
     name = "od_blank"
+    resumable = False  # a one-shot action: never redone after a power cut
     kill_priority = OTHERS
     settings = (
         Setting(name="n_samples", datatype="integer", startup=True, minimum=1, maximum=1000, default=30),

@@ -78,6 +78,7 @@ class PumpAction(Job):
     event: ClassVar[str] = ""
     kill_priority = PUMPS
     restart_policy = NO_RESTART
+    resumable = False  # a one-shot action: never redone after a power cut
     settings = (
         Setting(name="ml", datatype="float", startup=True, unit="ml", minimum=0, description="volume to move"),
         Setting(name="duration", datatype="float", startup=True, unit="s", minimum=0, description="seconds to run"),
@@ -271,6 +272,7 @@ class Circulate(Job):
     media_event: ClassVar[str] = ""
     kill_priority = PUMPS
     restart_policy = NO_RESTART
+    resumable = False  # a one-shot action: never redone after a power cut
     settings = (Setting(name="duration", datatype="float", startup=True, unit="s", minimum=0, description="seconds to circulate"),)
 
     @classmethod

@@ -17,6 +17,7 @@ from actors.settings import Setting
 
 class SelfTest(Job):
     name = "self_test"
+    resumable = False  # a one-shot action: never redone after a power cut
     kill_priority = OTHERS
     settings = (
         Setting(name="k", datatype="string", startup=True, default="", description="run only checks whose name contains this"),

@@ -96,6 +96,7 @@ class JobRecord:
     missed_pings: int = 0
     kill_priority: int = 3
     long_running: bool = False
+    resumable: bool = True
     policy: RestartPolicy = attrs.field(factory=RestartPolicy)
     waiters: list[tuple[str, Any]] = attrs.field(factory=list)
 
@@ -241,7 +242,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         wanted = {
             r.name: {"source": r.source, "experiment": r.experiment, "settings": r.settings}
             for r in self.jobs.values()
-            if r.desired
+            if r.desired and r.resumable  # a half-done pump run is not redone after a power cut
         }
         text = json.dumps(wanted, sort_keys=True)
         if text == self._saved:
@@ -506,6 +507,9 @@ class NodeSupervisor(ActorTypeDispatcher):
         record.pid = msg.pid
         record.kill_priority = msg.kill_priority
         record.long_running = msg.long_running
+        if record.resumable != msg.resumable:
+            record.resumable = msg.resumable
+            self._save_jobs()
         if isinstance(msg.restart_policy, RestartPolicy):
             record.policy = msg.restart_policy
         if msg.error is not None:

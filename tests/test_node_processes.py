@@ -130,3 +130,19 @@ def test_two_nodes_on_one_machine(node_factory):
     assert b.job("stirring")["settings"]["target_rpm"] == 700.0
     assert a.pio_json("status")["unit"] == "sim01"
     assert b.pio_json("status")["unit"] == "sim02"
+
+
+def test_a_pump_run_cut_by_a_lost_node_is_not_redone_when_it_comes_back(node):
+    # A power cut in the middle of `remove_waste --duration 600`: a one-shot action is not redone.
+    node.pio("run", "stirring")
+    node.pio("run", "remove_waste", "--duration", "600")
+    admin = node.admin_pid
+    os.kill(node.daemon_pid, signal.SIGKILL)
+    os.kill(admin, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(admin), 5, message="admin gone")
+
+    node.pio("node", "start")
+    node._remember()
+    node.wait_job_state("stirring", "ready")  # wanted jobs come back...
+    assert node.job("remove_waste") is None  # ...one-shot actions do not
+    assert node.pio_json("sim", "truth")["pwm"]["waste"] == 0
