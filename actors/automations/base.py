@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from actors.automations.events import AutomationEvent
 from actors.automations.parameters import Parameter
-from actors.automations.registry import UnknownAutomation, find
+from actors.automations.registry import UnknownAutomation, broken_drop_ins, find
 from actors.job import AUTOMATIONS, Job, JobContext
 from actors.messages import NodeConfig
 from actors.settings import Setting, SettingError
@@ -81,6 +81,9 @@ class AutomationJob(Job):
     def __init__(self, ctx: JobContext) -> None:
         super().__init__(ctx)
         self.policy_class: Any = automation_class(self.family, ctx.values, ctx.node)
+        # A broken drop-in is skipped so this automation can run; say so, it may be someone's next one.
+        for error in broken_drop_ins(ctx.node.plugin_dir):
+            ctx.log("WARNING", f"skipped an automation plugin file that could not be loaded: {error}")
 
     def parameters(self) -> dict[str, Any]:
         """The automation's parameter values of this run (given or default)."""
