@@ -299,8 +299,10 @@ class JobHost(ActorTypeDispatcher):
             raise KeyError(f"this node has no {driver} driver")
         self.send(address, build(self._expect(callback)))
 
-    def read_adc(self, signals: tuple[str, ...], callback: Callable[[dict[str, float], float, str | None], None]) -> None:
-        self.request("adc", lambda rid: ReadAdc(request_id=rid, signals=tuple(signals)), lambda r: callback(r.volts, r.at, r.error))
+    def read_adc(
+        self, signals: tuple[str, ...], callback: Callable[[dict[str, float], float, str | None], None], samples: int = 1
+    ) -> None:
+        self.request("adc", lambda rid: ReadAdc(request_id=rid, signals=tuple(signals), samples=samples), lambda r: callback(r.volts, r.at, r.error))
 
     def set_led(self, channel: str, intensity: float, callback: Callable[[bool, str | None], None] | None = None) -> None:
         self.request("led", lambda rid: SetLed(request_id=rid, channel=channel, intensity=float(intensity)),

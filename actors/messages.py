@@ -351,6 +351,7 @@ class ReadTemperature:
 class ReadAdc:
     request_id: str
     signals: tuple[str, ...]  # e.g. ("pd1", "pd2"), ("aux",)
+    samples: int = 1  # oversampling: each signal is read this many times, interleaved; the trimmed mean is returned
 
 
 @attrs.frozen(kw_only=True)

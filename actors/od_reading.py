@@ -171,6 +171,11 @@ def prepare_transforms(state_dir: str, experiment: str, ir_led_intensity: float)
 # -- the sampling both od_reading and od_blank use -------------------------------------------------------
 
 
+SAMPLES_PER_READING = 25
+"""ADC samples per photodiode per reading (interleaved, trimmed mean in the ADC driver): one sample
+carries several percent of noise; oversampling is what makes a reading good to about half a percent."""
+
+
 class OdSampler:
     """The IR LED and the photodiodes through a job's context: light, read, REF-normalise.
 
@@ -195,7 +200,9 @@ class OdSampler:
 
     def read(self, callback: Callable[[NormalisedVolts, float], None]) -> None:
         """One reading; ``callback(normalised, at)`` unless it failed (then the error is logged)."""
-        self.ctx.read_adc((REF, *SIGNALS), lambda volts, at, error: self._measured(volts, at, error, callback))
+        self.ctx.read_adc(
+            (REF, *SIGNALS), lambda volts, at, error: self._measured(volts, at, error, callback), samples=SAMPLES_PER_READING
+        )
 
     def _measured(
         self, volts: dict[str, float], at: float, error: str | None, callback: Callable[[NormalisedVolts, float], None]

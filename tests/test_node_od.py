@@ -163,7 +163,7 @@ class IrFlicker(Job):
     def start(self):
         self.high = True
         self.ctx.ready()
-        self.ctx.every(2.5, self.flick, "flick")
+        self.ctx.every(3.1, self.flick, "flick")  # not a multiple of the 5 s readings: they see both levels
 
     def flick(self):
         self.high = not self.high

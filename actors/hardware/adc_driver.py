@@ -16,6 +16,7 @@ from actors.clock import Clock
 from actors.hardware import hardware_access
 from actors.hardware.safety import adc_trip
 from actors.messages import AdcReading, AdcTrip, BootDriver, DriverFailed, ReadAdc, Wire
+from actors.od_processing import trimmed_mean
 
 log = logs.get("adc_driver")
 
@@ -43,20 +44,25 @@ class AdcDriver(ActorTypeDispatcher):
         self.supervisor = msg.supervisor
 
     def receiveMsg_ReadAdc(self, msg: ReadAdc, sender: Any) -> None:
-        volts: dict[str, float] = {}
+        samples: dict[str, list[float]] = {}
         error = None
-        for signal in msg.signals:
-            entry = self.inputs.get(signal)
-            if entry is None:
-                known = ", ".join(sorted(self.inputs)) or "none"
-                error = f"no analog input {signal!r}; inputs are {known}"
-                break
-            chip, channel = entry
-            try:
-                volts[signal] = float(chip.read_volts(channel))
-            except Exception as e:
-                error = str(e)
-                break
+        unknown = [s for s in msg.signals if s not in self.inputs]
+        if unknown:
+            known = ", ".join(sorted(self.inputs)) or "none"
+            error = f"no analog input {unknown[0]!r}; inputs are {known}"
+        else:
+            # Interleaved, so a drift during the reading (an LED warming) affects every signal alike.
+            for _ in range(max(1, msg.samples)):
+                for signal in msg.signals:
+                    chip, channel = self.inputs[signal]
+                    try:
+                        samples.setdefault(signal, []).append(float(chip.read_volts(channel)))
+                    except Exception as e:
+                        error = str(e)
+                        break
+                if error is not None:
+                    break
+        volts = {} if error is not None else {s: trimmed_mean(v) for s, v in samples.items()}
         at = self.clock.now()
         self.send(sender, AdcReading(request_id=msg.request_id, volts=volts, at=at, error=error))
         for signal, value in volts.items():
