@@ -23,14 +23,17 @@ from urllib.parse import quote
 from actors import topics
 from actors.calibration_store import _atomic_write
 from actors.growth_rate_filter import (
+    DILUTING_EVENTS,
     GrowthRateCache,
     GrowthRateFilter,
     WarmUp,
+    dilution_log_shift,
     growth_rate_payload,
     od_filtered_payload,
     parse_dosing_event,
     parse_ods,
 )
+from actors.hardware.hardware_access import node_description
 from actors.job import OTHERS, Job, JobContext
 from actors.settings import Setting
 
@@ -65,6 +68,7 @@ class GrowthRateCalculating(Job):
         self.bad_inputs = False
         self.since_save = 0
         self.last_t: float | None = None
+        self.volume_ml = node_description(ctx.node).vessel.default_efflux_tube_ml  # until the books say
 
     def start(self) -> None:
         if self.ctx.values["clear_cache"]:
@@ -73,6 +77,7 @@ class GrowthRateCalculating(Job):
             self._restore()
         self.ctx.subscribe(self.ctx.topic("od_reading", "ods"), self._on_ods)
         self.ctx.subscribe(topics.dosing_events_topic(self.ctx.unit, self.ctx.experiment), self._on_dosing_event)
+        self.ctx.subscribe(topics.bioreactor_topic(self.ctx.unit, self.ctx.experiment, "current_volume_ml"), self._on_volume)
         self.ctx.ready()
 
     # -- the cache -----------------------------------------------------------------------------------
@@ -182,14 +187,22 @@ class GrowthRateCalculating(Job):
         except ValueError as e:
             self.ctx.log("WARNING", f"ignored a dosing event: {e}")
             return
-        if dose is None:
-            return
+        if dose is None or dose.event not in DILUTING_EVENTS:
+            return  # waste leaves the vial well mixed: the concentration does not change
         if not self.warm_up.complete:
             if self.warm_up.collected:
                 self.ctx.log("INFO", f"{dose.event} of {dose.volume_change:g} ml during the warm-up: collecting again")
             self.warm_up.dosing_event()
         if self.filter is not None:
-            self.filter.dosing_event(dose.t_hours)
+            self.filter.dosing_event(dose.t_hours, dilution_log_shift(self.volume_ml, dose.volume_change))
+
+    def _on_volume(self, _topic: str, payload: str) -> None:
+        try:
+            volume = float(payload)
+        except ValueError:
+            return
+        if volume > 0:
+            self.volume_ml = volume
 
     def on_stop(self) -> None:
         if self.filter is not None:

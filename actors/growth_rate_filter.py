@@ -46,7 +46,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
+from typing import Any
 from datetime import datetime, timezone
 
 import attrs
@@ -60,6 +62,8 @@ EKF_OUTLIER_STD_THRESHOLD = 5.0
 """``[growth_rate_calculating.config] ekf_outlier_std_threshold`` (must be > 2)."""
 
 POST_DOSE_OBSERVATIONS = 2
+REPLAY_OBSERVATIONS = 8
+"""How many readings back a late dose report can still be put in its place (a few minutes of readings)."""
 """Observations after a dosing event during which outlier gating is off (exactly 2, as the reference)."""
 
 _LOG_LIMIT = 700.0  # exp(700) ~ 1e304: the log level is kept inside +-this so exp() never overflows
@@ -135,8 +139,10 @@ class GrowthRateFilter:
     * ``drift_process_noise``: the same for ``dmu/dt``, in 1/h^2 per sqrt(h); 0 (with
       ``initial_drift_std=0``) gives a two-state filter.
     * ``od_process_noise``: unexplained wander of log nOD, per sqrt(h) (bubbles, settling); usually 0.
-    * ``dose_log_od_std``: the log-nOD standard deviation added by :meth:`dosing_event`; 0.5 lets a
-      dilution of up to about half be absorbed in one observation.
+    * ``dose_log_od_std``: the log-nOD standard deviation added by :meth:`dosing_event` for a dose of
+      unknown size; 0.5 lets a dilution of up to about half be absorbed in one observation.
+    * ``known_dose_log_od_std``: the same for a dose whose dilution is known (``log_shift``): only the
+      pump's error on it remains.
     * ``start_hours``: time of ``initial_nod``; when None the first :meth:`update` sets the clock.
 
     The defaults were tuned on the simulated vessel (5 s readings, about 0.6 % noise): they follow the
@@ -157,6 +163,7 @@ class GrowthRateFilter:
         initial_drift_std: float = 0.5,
         outlier_std_threshold: float = EKF_OUTLIER_STD_THRESHOLD,
         dose_log_od_std: float = 0.5,
+        known_dose_log_od_std: float = 0.02,
         max_consecutive_outliers: int = 5,
         rate_limits: tuple[float, float] = (-1.0, 5.0),
         max_gap_hours: float = 12.0,
@@ -180,6 +187,7 @@ class GrowthRateFilter:
         self.drift_process_noise = _check_non_negative("drift_process_noise", drift_process_noise)
         self.od_process_noise = _check_non_negative("od_process_noise", od_process_noise)
         self.dose_log_od_std = _check_non_negative("dose_log_od_std", dose_log_od_std)
+        self.known_dose_log_od_std = _check_non_negative("known_dose_log_od_std", known_dose_log_od_std)
         self.max_gap_hours = _check_positive("max_gap_hours", max_gap_hours)
         self._initial_rate_std = _check_non_negative("initial_rate_std", initial_rate_std)
         self._initial_drift_std = _check_non_negative("initial_drift_std", initial_drift_std)
@@ -194,6 +202,7 @@ class GrowthRateFilter:
         self._t: float | None = None if start_hours is None else float(start_hours)
         self._post_dose_left = 0
         self._consecutive_outliers = 0
+        self._recent: deque[tuple[float, float, tuple[Any, ...]]] = deque(maxlen=REPLAY_OBSERVATIONS)
 
     # -- read-only views ------------------------------------------------------------------------------
 
@@ -297,30 +306,70 @@ class GrowthRateFilter:
         relative_floor = min(cap, self.observation_noise_floor * _safe_exp(-self._x[0]))
         return min(_MAX_NOISE_VARIANCE, self.observation_noise**2 + relative_floor**2)
 
-    def _bump_level(self) -> None:
-        self._p[0][0] += self.dose_log_od_std**2
+    def _bump_level(self, std: float) -> None:
+        self._p[0][0] += std**2
         self._post_dose_left = POST_DOSE_OBSERVATIONS
 
     # -- public operations ------------------------------------------------------------------------------
 
-    def dosing_event(self, t_hours: float) -> None:
+    def dosing_event(self, t_hours: float, log_shift: float | None = None) -> None:
         """Liquid was added or removed at ``t_hours``: expect a jump in nOD, not a change in growth rate.
 
-        The log-nOD variance is inflated (only that state: the rate has no reason to move) and the next
-        exactly :data:`POST_DOSE_OBSERVATIONS` observations bypass outlier gating. A second dose inside the
-        window restarts the window rather than lengthening it.
+        ``log_shift`` is the dose's known effect on log nOD (``log(V / (V + added))``, see
+        :func:`dilution_log_shift`): the level moves by it and stays nearly as certain as before, so a
+        chemostat's dilution every few minutes costs the rate estimate nothing. Without it the size is
+        unknown and the log-nOD variance is inflated instead (only that state: the rate has no reason to
+        move). Either way the next exactly :data:`POST_DOSE_OBSERVATIONS` observations bypass outlier
+        gating; a second dose inside the window restarts the window rather than lengthening it.
         """
         if not (_is_number(t_hours) and math.isfinite(t_hours)):
             raise ValueError(f"t_hours must be finite, got {t_hours!r}")
+        later = [r for r in self._recent if r[0] > t_hours]
+        if later and log_shift is not None:
+            # Readings taken after the dose were folded in before its report arrived: they took the
+            # dilution for a change of level (or of rate). Rewind to before the first of them, put the
+            # dose in its place, and fold them in again.
+            self._restore(later[0][2])
+            while self._recent and self._recent[-1][0] > t_hours:
+                self._recent.pop()
+            self.dosing_event(t_hours, log_shift)
+            for t, nod, _ in later:
+                self.update(nod, t)
+            return
         if self._t is not None and t_hours > self._t:
             if t_hours - self._t > self.max_gap_hours:
                 self._p = self._initial_covariance()
             else:
                 self._predict(t_hours - self._t)
             self._t = float(t_hours)
-        self._bump_level()
+        if log_shift is None:
+            self._bump_level(self.dose_log_od_std)
+            return
+        if not (_is_number(log_shift) and math.isfinite(log_shift)):
+            raise ValueError(f"log_shift must be finite, got {log_shift!r}")
+        self._x[0] = _clamp(self._x[0] + log_shift, -_LOG_LIMIT, _LOG_LIMIT)
+        self._bump_level(self.known_dose_log_od_std)
 
     def update(self, nod: float, t_hours: float) -> Estimate:
+        """Fold in one normalised OD observed at ``t_hours`` and return the new estimate.
+
+        The state before each of the last :data:`REPLAY_OBSERVATIONS` folded readings is kept, so a dose
+        reported after readings that already saw it can be put back in its place (:meth:`dosing_event`).
+        """
+        before = self._snapshot()
+        estimate = self._update(nod, t_hours)
+        if not estimate.skipped:
+            self._recent.append((float(t_hours), float(nod), before))
+        return estimate
+
+    def _snapshot(self) -> tuple[Any, ...]:
+        return (list(self._x), [row[:] for row in self._p], self._t, self._post_dose_left, self._consecutive_outliers)
+
+    def _restore(self, state: tuple[Any, ...]) -> None:
+        x, p, self._t, self._post_dose_left, self._consecutive_outliers = state
+        self._x, self._p = list(x), [row[:] for row in p]
+
+    def _update(self, nod: float, t_hours: float) -> Estimate:
         """Fold in one normalised OD observed at ``t_hours`` and return the new estimate.
 
         Zero, negative or non-finite ``nod``, and observations older than the previous one, are skipped
@@ -357,7 +406,7 @@ class GrowthRateFilter:
             if self._consecutive_outliers < self.max_consecutive_outliers:
                 return self.estimate(outlier=True)
             # Too many in a row: the level has really moved. Accept it the way an announced dose is.
-            self._bump_level()
+            self._bump_level(self.dose_log_od_std)
             s = self._p[0][0] + noise
         self._consecutive_outliers = 0
 
@@ -613,6 +662,17 @@ class DoseNotice:
     volume_change: float
     event: str
     source_of_event: str
+
+
+DILUTING_EVENTS = frozenset({"add_media", "add_alt_media"})
+"""Events that change the culture's concentration; waste leaves well mixed and changes nothing."""
+
+
+def dilution_log_shift(volume_ml: float, added_ml: float) -> float:
+    """The change of log OD when ``added_ml`` of cell-free liquid joins ``volume_ml`` of culture."""
+    if not (math.isfinite(volume_ml) and volume_ml > 0 and math.isfinite(added_ml) and added_ml >= 0):
+        raise ValueError(f"need a volume > 0 ml and an addition >= 0 ml, got {volume_ml!r} and {added_ml!r}")
+    return math.log(volume_ml / (volume_ml + added_ml))
 
 
 def parse_dosing_event(text: str) -> DoseNotice | None:

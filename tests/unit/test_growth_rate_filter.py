@@ -14,6 +14,7 @@ from actors.growth_rate_filter import (
     Estimate,
     GrowthRateFilter,
     NormalizationFactors,
+    dilution_log_shift,
     WarmUp,
     growth_rate_payload,
     od_filtered_payload,
@@ -547,3 +548,54 @@ def test_a_restored_warm_up_with_the_cached_rate_continues_without_a_dip():
 
     assert worst_error(cache.initial_rate()) < 0.1
     assert worst_error(0.0) > 0.4  # a restart from 0 would dip
+
+
+def _grow(f: GrowthRateFilter, rate: float, start_h: float, end_h: float, step_h: float, level: float) -> float:
+    """Noise-free exponential readings from ``start_h`` to ``end_h``; returns the final level (nOD)."""
+    t = start_h
+    while t < end_h - 1e-12:
+        t += step_h
+        level *= math.exp(rate * step_h)
+        f.update(level, t)
+    return level
+
+
+def test_known_dilutions_every_few_minutes_leave_the_rate_estimate_unbiased():
+    # A chemostat: 0.75 ml into 15 ml every 6 min, readings every minute; the culture grows at 0.5/h.
+    f = GrowthRateFilter(1.0, 0.5, start_hours=0.0)
+    shift = dilution_log_shift(15.0, 0.75)
+    log_level = 0.0
+    for minute in range(1, 600):
+        log_level += 0.5 / 60
+        f.update(math.exp(log_level), minute / 60)
+        if minute % 6 == 0:  # the dose, half a minute after this reading
+            log_level += shift
+            f.dosing_event((minute + 0.5) / 60, shift)
+    assert f.growth_rate == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_dose_reported_after_readings_that_saw_it_is_put_back_in_its_place():
+    on_time = GrowthRateFilter(1.0, 0.5, start_hours=0.0)
+    late = GrowthRateFilter(1.0, 0.5, start_hours=0.0)
+    level = _grow(on_time, 0.5, 0.0, 1.0, 1 / 60, 1.0)
+    _grow(late, 0.5, 0.0, 1.0, 1 / 60, 1.0)
+    shift = dilution_log_shift(15.0, 3.0)
+    on_time.dosing_event(1.0, shift)
+    after = level * math.exp(shift)
+    readings = []
+    for i in range(1, 4):
+        after *= math.exp(0.5 / 60)
+        readings.append((after, 1.0 + i / 60))
+    for nod, t in readings:
+        on_time.update(nod, t)
+        late.update(nod, t)  # these saw the dilution before its report arrived
+    late.dosing_event(1.0, shift)
+    assert late.growth_rate == pytest.approx(on_time.growth_rate, abs=1e-9)
+    assert late.log_od == pytest.approx(on_time.log_od, abs=1e-9)
+
+
+def test_dilution_log_shift_is_the_log_of_the_volume_ratio():
+    assert dilution_log_shift(15.0, 0.0) == 0.0
+    assert dilution_log_shift(15.0, 15.0) == pytest.approx(math.log(0.5))
+    with pytest.raises(ValueError):
+        dilution_log_shift(0.0, 1.0)
