@@ -47,6 +47,7 @@ SIMULATION_KEYS: dict[str, str] = {
     "mu_max": "the organism's maximum growth rate, 1/h (default 1.2)",
     "lag_hours": "lag phase, h (default 1)",
     "carrying_capacity": "the OD the culture saturates at (default 3)",
+    "heater_w": "heater power at 100 % duty, W (default 5)",
 }
 
 

@@ -44,7 +44,10 @@ class SimVessel(ActorTypeDispatcher):
             params = VesselParams(
                 seed=int(sim.get("seed", zlib.crc32(msg.node.unit.encode()))),
                 culture=CultureParams(**culture),
-                thermal=ThermalParams(**{k: sim[k] for k in ("ambient_c",) if k in sim}),
+                thermal=ThermalParams(
+                    **{k: sim[k] for k in ("ambient_c",) if k in sim},
+                    **({"heater_max_w": sim["heater_w"]} if "heater_w" in sim else {}),
+                ),
                 capacity_ml=desc.vessel.capacity_ml,
                 max_fill_ml=desc.vessel.max_fill_ml,
                 efflux_ml=desc.vessel.default_efflux_tube_ml,
