@@ -13,13 +13,15 @@ from tests.support import MqttWatcher, wait_until
 ML_PER_S = 0.0911
 
 
-def calibrate_pumps(node, devices=("media_pump", "alt_media_pump", "waste_pump")) -> None:
-    """Measured pump calibrations in the node's store, as `pio calibrations run` would leave them."""
+def calibrate_pumps(node, devices=("media_pump", "alt_media_pump", "waste_pump"), rates: dict[str, float] | None = None) -> None:
+    """Measured pump calibrations in the node's store, as `pio calibrations run` would leave them:
+    ``rates`` (ml/s by device) are what the user measured; by default the nominal 0.0911 ml/s."""
     store = CalibrationStore.for_node(str(node.state_dir / node.unit))
     for device in devices:
         xs = [2.0, 5.0, 10.0, 20.0]
+        rate = (rates or {}).get(device, ML_PER_S)
         cal = PumpCalibration.from_points(
-            xs, [ML_PER_S * x for x in xs], degree=1, name="bench", device=device,
+            xs, [rate * x for x in xs], degree=1, name="bench", device=device,
             created_at="2026-11-28T00:00:00+00:00", hz=250.0, dc=100.0,
         )
         store.save(cal)
