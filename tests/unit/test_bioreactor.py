@@ -6,7 +6,7 @@ import math
 
 import attrs
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from actors.bioreactor import BioreactorState, DosingEvent
@@ -182,6 +182,8 @@ waste = st.builds(add, st.just("remove_waste"), volumes)
 def test_additions_commute(start, history, data):
     shuffled = data.draw(st.permutations(history))
     a, b = start.apply_all(history), start.apply_all(shuffled)
+    # Past the capacity the vial spills, and what spills depends on what came in last: order matters then.
+    assume(a.spilled_ml == start.spilled_ml and b.spilled_ml == start.spilled_ml)
     assert a.current_volume_ml == pytest.approx(b.current_volume_ml, abs=1e-9)
     assert a.alt_media_fraction == pytest.approx(b.alt_media_fraction, abs=1e-9)
 
