@@ -391,7 +391,7 @@ class Turbidostat(DosingPolicy):
         self._settle_until = _check_now(now) + SETTLING_WINDOW_S
 
 
-class _Periodic(DosingPolicy):
+class PeriodicPolicy(DosingPolicy):
     """Base for timer-driven policies: run at start + 2 s (or one period in), then every ``duration``.
 
     Changing ``duration`` reschedules counting from the last run, as the reference does. A decision
@@ -433,7 +433,7 @@ class _Periodic(DosingPolicy):
         raise NotImplementedError
 
 
-class Chemostat(_Periodic):
+class Chemostat(PeriodicPolicy):
     """Every ``duration``, exchange ``exchange_volume_ml``: dilution rate ``D = exchange/V`` per period.
 
     It reads no OD (neither does the reference's), so a dead OD job does not stop a chemostat.
@@ -476,7 +476,7 @@ class Chemostat(_Periodic):
         )
 
 
-class FedBatch(_Periodic):
+class FedBatch(PeriodicPolicy):
     """Every ``duration``, add ``dosing_volume_ml`` of media and remove nothing.
 
     The volume only rises, so before each dose the books are projected: if ``volume + dose`` would reach
@@ -540,7 +540,7 @@ class FedBatch(_Periodic):
         )
 
 
-class PidMorbidostat(_Periodic):
+class PidMorbidostat(PeriodicPolicy):
     """Hold the growth rate at a target by choosing, each period, what fraction of the inflow is alt media.
 
     The reference's behaviour:

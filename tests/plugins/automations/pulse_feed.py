@@ -20,7 +20,7 @@ The rules a dosing automation follows (see docs/automations.md, "Writing an auto
   books) and the time, and runs the :class:`Exchange` it returns as pump runs, split into sub-doses of at
   most 1 ml, each followed by an extra waste run; it also refuses any addition that would pass the max
   fill (the automation goes to sleep instead). So the whole decision is testable by calling a method.
-* ``_Periodic`` (the base of the built-in chemostat) is the base for timer-driven automations: it calls
+* ``PeriodicPolicy`` (the base of the built-in chemostat) is the base for timer-driven automations: it calls
   :meth:`_run` 2 s after the start and then every ``duration`` minutes, and reschedules when
   ``duration`` is changed. Event-driven ones (like the turbidostat) subclass ``DosingPolicy``, set
   ``triggered_by_readings = True`` and implement ``_decide(inputs, now)`` instead.
@@ -36,14 +36,14 @@ from actors.automations.dosing.policies import (
     Exchange,
     Inputs,
     StaleInput,
-    _Periodic,
+    PeriodicPolicy,
 )
 from actors.automations.events import DilutionEvent, NoEvent
 from actors.automations.parameters import Parameter
 from actors.bioreactor import BioreactorState
 
 
-class PulseFeed(_Periodic):
+class PulseFeed(PeriodicPolicy):
     # What --automation-name takes; "dosing" is inherited as ``family``, which is how the registry knows.
     name = "pulse_feed"
     # The pumps its exchanges use: the job refuses to start unless each has a pump calibration.
