@@ -17,6 +17,7 @@ working while the broker is down (control stays local). The filter and the warm-
 from __future__ import annotations
 
 import json
+import math
 import os
 from urllib.parse import quote
 
@@ -189,12 +190,11 @@ class GrowthRateCalculating(Job):
             return
         if dose is None or dose.event not in DILUTING_EVENTS:
             return  # waste leaves the vial well mixed: the concentration does not change
+        shift = dilution_log_shift(self.volume_ml, dose.volume_change)
         if not self.warm_up.complete:
-            if self.warm_up.collected:
-                self.ctx.log("INFO", f"{dose.event} of {dose.volume_change:g} ml during the warm-up: collecting again")
-            self.warm_up.dosing_event()
+            self.warm_up.dosing_event(math.exp(shift))  # the readings so far, rescaled to after the dose
         if self.filter is not None:
-            self.filter.dosing_event(dose.t_hours, dilution_log_shift(self.volume_ml, dose.volume_change))
+            self.filter.dosing_event(dose.t_hours, shift)
 
     def _on_volume(self, _topic: str, payload: str) -> None:
         try:

@@ -580,10 +580,19 @@ class WarmUp:
             self._finish()
         return self._factors is not None
 
-    def dosing_event(self) -> None:
-        """A dose during collection restarts it (see class docstring); after completion it is a no-op."""
-        if self._factors is None:
+    def dosing_event(self, ratio: float | None = None) -> None:
+        """A dose during collection. Of known size (``ratio``, the OD after over the OD before, e.g.
+        ``V / (V + added)``) the readings collected so far are put on the new scale and collection goes
+        on, so a chemostat diluting more often than the warm-up lasts still finishes it; of unknown size,
+        collection restarts (see class docstring). After completion it is a no-op."""
+        if self._factors is not None:
+            return
+        if ratio is None:
             self._collected.clear()
+            return
+        if not (math.isfinite(ratio) and ratio > 0):
+            raise ValueError(f"ratio must be finite and > 0, got {ratio!r}")
+        self._collected = [{c: v * ratio for c, v in sample.items()} for sample in self._collected]
 
     def _finish(self) -> None:
         assert self._channels is not None

@@ -370,6 +370,18 @@ def test_a_dose_during_warm_up_restarts_collection():
     assert w.factors is not None and w.factors.means["2"] == pytest.approx(0.8)
 
 
+def test_a_known_dose_during_warm_up_rescales_what_was_collected():
+    w = WarmUp(10)
+    for _ in range(6):
+        w.add({"2": 1.0})
+    w.dosing_event(0.8)  # OD after / OD before
+    assert w.collected == 6
+    for _ in range(3):
+        assert not w.add({"2": 0.8})
+    assert w.add({"2": 0.8})
+    assert w.factors is not None and w.factors.means["2"] == pytest.approx(0.8)
+
+
 def test_a_dose_after_warm_up_changes_nothing():
     w = WarmUp(2)
     w.add({"2": 1.0})
