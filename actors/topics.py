@@ -36,6 +36,29 @@ def node_topic(unit: str, attr: str) -> str:
     return f"{ROOT}/{unit}/{NODE}/{attr}"
 
 
+def desired_topic(unit: str) -> str:
+    """The unit's desired state (retained, written only by the leader): ``{generation, experiment,
+    jobs: {job: {setting: text}}, issued_at}``; an empty payload means no desired state."""
+    return node_topic(unit, "desired")
+
+
+def command_topic(unit: str) -> str:
+    """Commands to the unit (not retained, written only by the leader): ``{id, expires_at, action,
+    job, options | setting, value}``."""
+    return node_topic(unit, "command")
+
+
+def result_topic(unit: str) -> str:
+    """The unit's answer to each command (not retained): ``{id, unit, ok, error}``."""
+    return node_topic(unit, "result")
+
+
+def actual_topic(unit: str) -> str:
+    """The unit's view of itself against its desired state (retained): ``{unit, generation,
+    experiment, in_sync, jobs: {job: {state, experiment, managed, settings}}, errors, timestamp}``."""
+    return node_topic(unit, "actual")
+
+
 def log_topic(unit: str, experiment: str, source: str, level: str) -> str:
     return f"{ROOT}/{unit}/{experiment}/logs/{source}/{level.lower()}"
 
