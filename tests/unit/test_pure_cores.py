@@ -11,6 +11,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PURE = [
     "actors/clock.py",
+    "actors/reconcile.py",
     "actors/lifecycle.py",
     "actors/settings.py",
     "actors/topics.py",
