@@ -19,6 +19,7 @@ PURE = [
     "actors/supervision.py",
     "actors/stirring_control.py",
     "actors/topology.py",
+    "leader/deployer.py",
     "actors/hardware/sim_motor.py",
     "actors/hardware/sim_culture.py",
     "actors/hardware/sim_optics.py",
