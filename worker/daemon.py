@@ -16,6 +16,7 @@ Run in the foreground (``pio node start --foreground``, or systemd ``Type=simple
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import signal
@@ -43,17 +44,45 @@ class NodeError(RuntimeError):
     """A reason the node cannot start, worded for the user."""
 
 
+BROKER_CREDENTIALS_FILE = "broker_credentials.json"
+
+
+def broker_credentials(ndir: str) -> tuple[str, str] | None:
+    """The unit's own broker identity from ``<node_dir>/broker_credentials.json``, None when it has none.
+
+    The leader issues one per unit (`pios broker credentials <unit> --json`); without the file the node uses
+    the topology's broker username/password (an open test broker needs none).
+    """
+    path = os.path.join(ndir, BROKER_CREDENTIALS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise NodeError(f"{path}: cannot read the broker credentials ({e}); write it as {{\"username\": ..., \"password\": ...}} "
+                        f"(`pios broker credentials <unit> --json` on the leader prints it)") from None
+    if not (isinstance(data, dict) and isinstance(data.get("username"), str) and data["username"]
+            and isinstance(data.get("password"), str) and data["password"]):
+        raise NodeError(f"{path}: expected {{\"username\": \"<unit>\", \"password\": \"...\"}} with non-empty strings; "
+                        f"`pios broker credentials <unit> --json` on the leader prints it")
+    return data["username"], data["password"]
+
+
 def node_config(topology: Topology, unit_name: str) -> NodeConfig:
+    """The node's configuration; raises NodeError when its broker credentials file is unusable."""
     unit = topology.units[unit_name]
     ndir = node_files.node_dir(unit_name)
+    own = broker_credentials(ndir)
+    username, password = own if own is not None else (topology.broker.username, topology.broker.password)
     return NodeConfig(
         unit=unit_name,
         experiment=topology.experiment_of(unit_name) or NO_EXPERIMENT,
         hardware=unit.hardware,
         broker_host=topology.broker.host,
         broker_port=topology.broker.port,
-        broker_username=topology.broker.username,
-        broker_password=topology.broker.password,
+        broker_username=username,
+        broker_password=password,
         admin_port=unit.admin_port,
         time_scale=unit.time_scale,
         model=unit.model,
@@ -95,7 +124,11 @@ def run(topology_path: str, unit: str) -> int:
     if unit not in topology.units:
         print(f"unit {unit!r} is not in {topology_path}; units there: {', '.join(sorted(topology.units))}", file=sys.stderr)
         return 2
-    config = node_config(topology, unit)
+    try:
+        config = node_config(topology, unit)
+    except NodeError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     os.makedirs(config.state_dir, exist_ok=True)
     try:
         resume = clear_leftovers(unit, config.admin_port)
