@@ -121,6 +121,9 @@ _HARDWARE = ("sim", "1.0", "1.1", "1.2")
 # Names end up as MQTT topic levels (pioreactor/<unit>/<experiment>/...): no separators or wildcards.
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _TOPIC_UNSAFE = re.compile(r"[/+#\x00]")
+# What a node accepts in a desired state (actors/reconcile.py); a leading '_' is reserved (the leader's
+# name for "in no experiment", the calibration runs' _testing_ experiments).
+_EXPERIMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def setting_text(value: Any) -> str:
@@ -417,8 +420,9 @@ def _experiments(
     owner: dict[str, str] = {}
     for name, (exp_key, value_node) in r.mapping(top["experiments"][1], "experiments", None).items():
         where = f"experiments.{name}"
-        if not name.strip() or _TOPIC_UNSAFE.search(name) or name.startswith("$"):
-            r.err(exp_key, where, f"{name!r} is not a usable experiment name; it becomes an MQTT topic level: no '/', '+', '#', no leading '$'")
+        if not _EXPERIMENT_NAME.match(name):
+            r.err(exp_key, where, f"{name!r} is not a usable experiment name; it becomes an MQTT topic level: use letters, digits, '_', '-' and '.', "
+                  f"starting with a letter or digit (e.g. growth_2025-01)")
         fields = r.mapping(value_node, where, {"units": "", "jobs": "", "overrides": "", "description": ""})
         members: list[str] = []
         if "units" in fields:

@@ -25,6 +25,10 @@ from actors.topology import Topology, setting_text
 
 Jobs = dict[str, dict[str, str]]  # job -> setting -> text value
 
+# The experiment named in the desired state of a unit in no experiment (its jobs are none). The contract
+# wants a name there, and the topology refuses experiment names starting with '_', so it is never a real one.
+UNASSIGNED = "_unassigned"
+
 
 def canonical_jobs(jobs: Mapping[str, Mapping[str, str]]) -> str:
     """One JSON spelling of ``jobs``: sorted keys, no spaces, UTF-8 as is."""
@@ -41,15 +45,15 @@ class DesiredStateError(ValueError):
 
 @attrs.frozen(kw_only=True)
 class DesiredState:
-    """What one unit should run. ``experiment`` is None for a unit in no experiment (it runs nothing)."""
+    """What one unit should run. ``experiment`` is :data:`UNASSIGNED` for a unit in no experiment (no jobs)."""
 
-    experiment: str | None
+    experiment: str
     jobs: Jobs
     generation: str
     issued_at: str | None = None  # UTC ISO time the leader published it (actors.clock.utc_iso); not compared
 
     @classmethod
-    def of(cls, experiment: str | None, jobs: Mapping[str, Mapping[str, str]], issued_at: str | None = None) -> DesiredState:
+    def of(cls, experiment: str, jobs: Mapping[str, Mapping[str, str]], issued_at: str | None = None) -> DesiredState:
         copy = {job: dict(settings) for job, settings in jobs.items()}
         return cls(experiment=experiment, jobs=copy, generation=generation_of(copy), issued_at=issued_at)
 
@@ -81,8 +85,8 @@ class DesiredState:
         if not isinstance(generation, str) or not generation:
             raise DesiredStateError("desired state: generation must be a non-empty string")
         experiment = body.get("experiment")
-        if experiment is not None and not isinstance(experiment, str):
-            raise DesiredStateError(f"desired state: experiment must be a string or null, not {experiment!r}")
+        if not isinstance(experiment, str) or not experiment:
+            raise DesiredStateError(f"desired state: experiment must be a name, not {experiment!r}")
         issued_at = body.get("issued_at")
         if issued_at is not None and not isinstance(issued_at, str):
             raise DesiredStateError(f"desired state: issued_at must be a UTC ISO time string, not {issued_at!r}")
@@ -107,7 +111,7 @@ class DesiredState:
 def desired_states(topology: Topology, issued_at: str | None = None) -> dict[str, DesiredState]:
     """Every declared unit's desired state; a unit in no experiment gets one with no jobs."""
     return {
-        unit: DesiredState.of(topology.experiment_of(unit), topology.jobs_for(unit), issued_at)
+        unit: DesiredState.of(topology.experiment_of(unit) or UNASSIGNED, topology.jobs_for(unit), issued_at)
         for unit in sorted(topology.units)
     }
 
@@ -205,7 +209,7 @@ def _line(c: Change) -> str:
 
 
 def _experiment(name: str | None) -> str:
-    return f"experiment {name}" if name is not None else "no experiment"
+    return f"experiment {name}" if name not in (None, UNASSIGNED) else "no experiment"
 
 
 def to_json(changes: list[Change]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from leader.deployer import (
     SET,
     START,
     STOP,
+    UNASSIGNED,
     UNSET,
     Change,
     DesiredState,
@@ -63,7 +64,7 @@ def test_desired_states_follow_the_experiment_and_the_overrides():
     assert sim02.jobs["stirring"] == {"target_rpm": "650", "use_rpm": "true"}
     assert "dosing_automation" not in sim02.jobs and "temperature_automation" in sim02.jobs
     # In no experiment: an empty desired state, so whatever the leader started there stops.
-    assert sim03.experiment is None and sim03.jobs == {}
+    assert sim03.experiment == UNASSIGNED and sim03.jobs == {}
     assert sim01.generation != sim02.generation
     assert {s.issued_at for s in states.values()} == {"2025-01-01T00:00:00.000Z"}
 
@@ -97,7 +98,8 @@ def test_an_empty_payload_is_no_desired_state(payload):
         ("not json", "not JSON"),
         ("[1]", "JSON object"),
         ('{"experiment": "e", "jobs": {}}', "generation"),
-        ('{"generation": "g", "experiment": 3, "jobs": {}}', "experiment must be a string or null"),
+        ('{"generation": "g", "experiment": 3, "jobs": {}}', "experiment must be a name"),
+        ('{"generation": "g", "experiment": null, "jobs": {}}', "experiment must be a name"),
         ('{"generation": "g", "experiment": "e", "jobs": []}', "jobs must be an object"),
         ('{"generation": "g", "experiment": "e", "jobs": {"stirring": 3}}', "jobs.stirring must be an object"),
         ('{"generation": "g", "experiment": "e", "jobs": {"stirring": {"target_rpm": [1]}}}', "jobs.stirring.target_rpm must be a text value"),
@@ -202,6 +204,14 @@ def test_a_unit_moving_experiment_and_a_unit_leaving_the_topology():
     assert "~ experiment: experiment e1 -> experiment e2" in text and "gone:\n  - unit removed from the topology" in text
 
 
+def test_the_payloads_are_what_the_node_accepts():
+    from actors.reconcile import parse_desired
+
+    for state in desired_states(parse(TOPOLOGY, "t.yaml"), issued_at="2025-01-01T00:00:00.000Z").values():
+        held = parse_desired(state.payload())
+        assert held is not None and (held.generation, held.experiment, held.jobs) == (state.generation, state.experiment, state.jobs)
+
+
 def test_the_plan_as_data():
     changes = plan({"u": None}, {"u": _state({"stirring": {"target_rpm": "500"}})})
     assert to_json(changes) == [
@@ -215,7 +225,7 @@ def test_the_plan_as_data():
 _names = st.sampled_from(["stirring", "od_reading", "monitor", "dosing_automation", "led_intensity"])
 _settings = st.dictionaries(st.sampled_from(["a", "b", "target_rpm", "interval"]), st.sampled_from(["0", "1", "2.5", "true", "x"]), max_size=3)
 _jobs = st.dictionaries(_names, _settings, max_size=4)
-_state_st = st.builds(DesiredState.of, st.sampled_from(["e1", "e2", None]), _jobs)
+_state_st = st.builds(DesiredState.of, st.sampled_from(["e1", "e2", UNASSIGNED]), _jobs)
 _cluster = st.dictionaries(st.sampled_from(["u1", "u2", "u3"]), _state_st, max_size=3)
 _held = st.dictionaries(st.sampled_from(["u1", "u2", "u3", "u4"]), st.one_of(st.none(), _state_st), max_size=4)
 
@@ -260,8 +270,12 @@ def test_carrying_out_the_plan_gives_the_new_state(held, new):
 
 
 @given(_state_st)
-def test_a_payload_round_trips(state):
+def test_a_payload_round_trips_and_the_node_reads_it(state):
+    from actors.reconcile import parse_desired
+
     assert DesiredState.parse(state.payload()) == state
+    held = parse_desired(state.payload())
+    assert held is not None and (held.experiment, held.jobs, held.generation) == (state.experiment, state.jobs, state.generation)
 
 
 @given(_jobs, _jobs)

@@ -197,6 +197,7 @@ def _exp(body: str) -> str:
          ["t.yaml:8", "unknown setting 'target_temperature' of temperature_automation", "(for sim02, with its override)"]),
         (_exp("    jobs: {bogus: }\n"), ["experiments.e.jobs.bogus"]),
         ("units: {a: {}}\nexperiments:\n  a/b: {units: [a]}\n", ["t.yaml:3", "not a usable experiment name"]),
+        ("units: {a: {}}\nexperiments:\n  _unassigned: {units: [a]}\n", ["t.yaml:3", "not a usable experiment name", "starting with a letter or digit"]),
     ],
 )
 def test_invalid_deployment_keys_name_file_line_and_fix(text, expected):
