@@ -42,7 +42,8 @@ class Target:
     def topology(self) -> Topology:
         if self._topology is None:
             try:
-                self._topology = load(self.topology_path)
+                # The jobs section is the leader's to check (`pios apply`); a node only needs its unit.
+                self._topology = load(self.topology_path, check_jobs=False)
             except TopologyError as e:
                 fail(str(e), code=2)
             if self.unit not in self._topology.units:
