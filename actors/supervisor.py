@@ -7,6 +7,8 @@ It starts the drivers first, then the MQTT bridge, then jobs, all as its childre
 the job ``lost``. A driver or bridge that dies is restarted at once and its dependants are told.
 
 It also answers the ``pio`` CLI: run, kill (in the reference's safe order), list, set, status.
+It follows the leader's desired state and answers its commands (:mod:`actors.reconcile` plans;
+see docs/leader.md, "How a node follows its desired state").
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import json
 import logging
 import os
 import time
+import uuid
+from collections import deque
 from typing import Any
 
 import attrs
 from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExited, WakeupMessage
 
 import actors
-from actors import logs, topics
+from actors import logs, reconcile, topics
 from actors.clock import Clock, utc_iso
 from actors.hardware.hardware_access import SIM_HAT
 from actors.hardware.adc_driver import AdcDriver
@@ -50,6 +54,7 @@ from actors.messages import (
     JobStateReport,
     KillJobs,
     ListJobs,
+    MqttMessage,
     NodeConfig,
     NodeInfo,
     Ping,
@@ -63,6 +68,7 @@ from actors.messages import (
     SimFault,
     StartJob,
     StopNode,
+    Subscribe,
     Wire,
 )
 from actors.mqtt_bridge import MQTTBridge
@@ -99,6 +105,8 @@ class JobRecord:
     resumable: bool = True
     policy: RestartPolicy = attrs.field(factory=RestartPolicy)
     waiters: list[tuple[str, Any]] = attrs.field(factory=list)
+    managed: bool = False  # started or adopted by a desired state (see actors.reconcile)
+    settable: frozenset[str] = frozenset()  # names the job reported as settable in place
 
     def info(self) -> JobInfo:
         return JobInfo(
@@ -141,6 +149,14 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.shutting_down = False  # the node is stopping: children that exit stay down
         self._saved: str | None = None  # last content written to jobs.json
         self.keep_jobs_file = False
+        # Following the leader's desired state (actors.reconcile; docs/leader.md).
+        self.desired: reconcile.Desired | None = None
+        self.desired_refused: str | None = None  # why the last desired-state payload was refused
+        self.one_shot: set[str] = set()  # desired jobs found to be one-shot actions: never started by a plan
+        self.reconcile_requests: dict[str, tuple[str, str]] = {}  # request_id -> ("plan", job) | ("command", id)
+        self.reconcile_errors: dict[str, str] = {}  # job -> why the last planned action on it failed
+        self.seen_commands: deque[str] = deque(maxlen=1000)  # a QoS 1 re-delivery is not run twice
+        self._actual_text: str | None = None  # last `$node/actual` content published (timestamp aside)
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         try:
@@ -151,6 +167,8 @@ class NodeSupervisor(ActorTypeDispatcher):
             if hasattr(message, "request_id") and not isinstance(message, (Reply,)):
                 self.send(sender, Reply(request_id=message.request_id, ok=False, error="internal error; see the node log"))
             return None
+        finally:
+            self._publish_actual()  # any message may change a job's state or settings
 
     # --- boot and children ---------------------------------------------------------------------------
 
@@ -186,6 +204,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             self._start_driver(kind)
         self._start_bridge()
         self._wire()
+        self._subscribe_leader()
         self.wakeupAfter(HEALTH_EVERY_SECONDS, payload=("health",))
         log.info("node %s booted (hardware %s, model %s, time_scale %s)", self.config.unit, self.config.hardware, self.config.model, self.config.time_scale)
         if self.boot_reply is not None:
@@ -195,6 +214,9 @@ class NodeSupervisor(ActorTypeDispatcher):
                 self._resume_jobs()
             else:
                 self._save_jobs()
+            # The last desired state on disk, without waiting for the broker (the leader may be away).
+            self._load_desired()
+            self._reconcile("boot")
             self.send(requester, self._node_info(""))
 
     def _start_driver(self, kind: str) -> None:
@@ -240,7 +262,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         if self.config is None or self.keep_jobs_file:
             return
         wanted = {
-            r.name: {"source": r.source, "experiment": r.experiment, "settings": r.settings}
+            r.name: {"source": r.source, "experiment": r.experiment, "settings": r.settings, "managed": r.managed}
             for r in self.jobs.values()
             if r.desired and r.resumable  # a half-done pump run is not redone after a power cut
         }
@@ -262,6 +284,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         for name, spec in sorted(wanted.items()):
             log.info("resuming %s after the node was lost", name)
             record = JobRecord(name=name, source=spec["source"], experiment=spec["experiment"], settings=dict(spec["settings"]))
+            record.managed = bool(spec.get("managed", False))
             self.jobs[name] = record
             self._start_job(record)
         self._save_jobs()
@@ -403,6 +426,8 @@ class NodeSupervisor(ActorTypeDispatcher):
         requester = self.relays.pop(msg.request_id, None)
         if requester is not None:
             self.send(requester, msg)
+            return
+        self._reconcile_reply(msg)  # an answer to a planned action or a leader's command
 
     def _running(self, job: str, request_id: str, sender: Any) -> JobRecord | None:
         record = self.jobs.get(job)
@@ -537,6 +562,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             return
         record.values = dict(msg.values)
         record.settings.update(msg.settable)
+        record.settable = frozenset(msg.settable)
         self._save_jobs()
 
     def _answer_waiters(self, record: JobRecord, ok: bool, error: str | None = None) -> None:
@@ -638,6 +664,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         log.error("the MQTT bridge died; restarting it")
         self._start_bridge()
         self._wire()
+        self._subscribe_leader()
         for record in self.jobs.values():
             if record.address is not None:
                 self.send(record.address, BridgeChanged(bridge=self.bridge))
@@ -672,3 +699,243 @@ class NodeSupervisor(ActorTypeDispatcher):
         topic = topics.log_topic(self.config.unit, record.experiment, "supervisor", level)
         self.send(self.bridge, Publish(topic=topic, payload=json.dumps(payload), qos=1))
 
+    # --- following the desired state, answering the leader's commands (docs/leader.md) ---------------
+
+    def _subscribe_leader(self) -> None:
+        assert self.config is not None and self.bridge is not None
+        unit = self.config.unit
+        self.send(self.bridge, Subscribe(filters=(topics.desired_topic(unit), topics.command_topic(unit))))
+
+    def receiveMsg_MqttMessage(self, msg: MqttMessage, _sender: Any) -> None:
+        if self.config is None:
+            return
+        if msg.topic == topics.desired_topic(self.config.unit):
+            self._on_desired(msg.payload)  # retained is the point: a node (re)joining learns its state
+        elif msg.topic == topics.command_topic(self.config.unit):
+            if msg.retain:
+                # A command is for now: a retained one is stale whatever its expiry says.
+                log.warning("ignored a retained command on %s; commands are never retained", msg.topic)
+                return
+            self._on_command(msg.payload)
+
+    def _desired_file(self) -> str:
+        assert self.config is not None
+        return os.path.join(self.config.state_dir, "desired.json")
+
+    def _save_desired(self) -> None:
+        """Written before acting on it, atomically, so a power cut leaves the old or the new state."""
+        body = {"desired": self.desired.to_json() if self.desired else None, "one_shot": sorted(self.one_shot)}
+        tmp = self._desired_file() + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(body, f, sort_keys=True, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._desired_file())
+
+    def _load_desired(self) -> None:
+        try:
+            with open(self._desired_file(), encoding="utf-8") as f:
+                body = json.load(f)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.error("cannot read %s (%s); waiting for the leader's desired state", self._desired_file(), e)
+            return
+        try:
+            raw = body.get("desired") if isinstance(body, dict) else None
+            self.desired = reconcile.parse_desired(json.dumps(raw) if raw is not None else "")
+            self.one_shot = {str(n) for n in body.get("one_shot", [])}
+        except (reconcile.DesiredError, AttributeError, TypeError) as e:
+            log.error("ignoring %s: %s", self._desired_file(), e)
+            return
+        if self.desired is not None:
+            log.info("following the desired state %s kept on disk (experiment %s)", self.desired.generation, self.desired.experiment)
+
+    def _on_desired(self, payload: str) -> None:
+        try:
+            desired = reconcile.parse_desired(payload)
+        except reconcile.DesiredError as e:
+            self.desired_refused = str(e)
+            log.error("refused a desired state: %s; still following %s", e, self.desired.generation if self.desired else "none")
+            return
+        self.desired_refused = None
+        if desired is None:
+            if self.desired is not None:
+                log.info("the desired state was cleared: jobs keep running as they are, no longer managed by the leader")
+                for record in self.jobs.values():
+                    record.managed = False
+                self.desired = None
+                self._save_desired()
+                self._save_jobs()
+            return
+        if desired.same_as(self.desired):
+            return  # a re-delivery after a reconnect, or a second apply: nothing new to do
+        self.desired = desired
+        self._save_desired()
+        self._reconcile(f"desired state {desired.generation}")
+
+    def _actual_jobs(self) -> dict[str, reconcile.Running]:
+        return {
+            r.name: reconcile.Running(
+                state=r.state,
+                experiment=r.experiment,
+                settings=dict(r.settings),
+                settable=r.settable,
+                managed=r.managed,
+                long_running=r.long_running,
+                one_shot=not r.resumable,
+            )
+            for r in self.jobs.values()
+        }
+
+    def _reconcile(self, reason: str) -> None:
+        """Plan against the jobs as they are and act through the same paths as `pio run/kill/jobs set`."""
+        if self.desired is None or self.config is None:
+            return
+        desired = self.desired
+        for name in desired.jobs:  # a desired job already running (started by hand) is adopted
+            if name in self.jobs:
+                self.jobs[name].managed = True
+        actions = reconcile.plan(desired, self._actual_jobs(), frozenset(self.one_shot))
+        skipped = sorted(self.one_shot & set(desired.jobs))
+        if skipped:
+            log.warning("not starting %s: one-shot actions are commands (`pios run`), not part of a desired state", ", ".join(skipped))
+        if not actions:
+            log.info("reconcile (%s): nothing to do", reason)
+            self._save_jobs()
+            return
+        restarts = reconcile.restarts(actions)
+        self.reconcile_errors = {j: e for j, e in self.reconcile_errors.items() if j in desired.jobs}
+        for action in actions:
+            if isinstance(action, reconcile.Stop) and action.job in restarts:
+                continue  # done with its Start: one restart of the job
+            self._reconcile_log(f"reconcile ({reason}): {reconcile.describe(action)}" + (" (restart)" if action.job in restarts else ""))
+            self.reconcile_errors.pop(action.job, None)
+            if isinstance(action, reconcile.Start) and action.job in restarts:
+                self._restart_with(action.job, dict(action.options), desired.experiment)
+                continue
+            request_id = f"reconcile-{uuid.uuid4().hex}"
+            self.reconcile_requests[request_id] = ("plan", action.job)
+            if isinstance(action, reconcile.Start):
+                self.receiveMsg_RunJob(
+                    RunJob(request_id=request_id, job=action.job, settings=dict(action.options), experiment=desired.experiment), self.myAddress
+                )
+                record = self.jobs.get(action.job)
+                if record is not None and any(rid == request_id for rid, _ in record.waiters):
+                    record.managed = True
+            elif isinstance(action, reconcile.Stop):
+                self.receiveMsg_KillJobs(KillJobs(request_id=request_id, job=action.job), self.myAddress)
+            else:
+                self.receiveMsg_SetJobSetting(
+                    SetJobSetting(request_id=request_id, job=action.job, setting=action.setting, value=action.value), self.myAddress
+                )
+        self._save_jobs()
+
+    def _restart_with(self, name: str, options: dict[str, str], experiment: str) -> None:
+        """A startup option or the experiment changed: the job stops and starts at once with the desired
+        options (the path a replaced driver's dependants take), not as a crash."""
+        record = self.jobs[name]
+        record.settings = options
+        record.experiment = experiment
+        record.managed = True
+        if record.address is None:
+            self._start_job(record)
+        else:
+            record.restart_now = True
+            self.send(record.address, ActorExitRequest())
+
+    def _reconcile_reply(self, msg: Reply) -> None:
+        entry = self.reconcile_requests.pop(msg.request_id, None)
+        if entry is None or self.config is None:
+            return
+        kind, key = entry
+        if kind == "plan":
+            if msg.ok:
+                self.reconcile_errors.pop(key, None)
+            else:
+                self.reconcile_errors[key] = msg.error or "failed"
+                self._reconcile_log(f"reconcile: {key}: {msg.error}", level="WARNING")
+            return
+        result = {"id": key, "unit": self.config.unit, "ok": bool(msg.ok), "error": None if msg.ok else (msg.error or "failed")}
+        self._publish_result(result)
+
+    def _on_command(self, payload: str) -> None:
+        assert self.config is not None
+        try:
+            command = reconcile.parse_command(payload, time.time())  # real epoch seconds, not the node clock
+        except reconcile.CommandError as e:
+            log.warning("refused a command: %s", e)
+            if e.command_id is not None:
+                self._publish_result({"id": e.command_id, "unit": self.config.unit, "ok": False, "error": str(e)})
+            return
+        if command.id in self.seen_commands:
+            return  # QoS 1 may deliver twice; a command runs once
+        self.seen_commands.append(command.id)
+        log.info("command %s from the leader: %s %s", command.id, command.action, command.job or "--all")
+        request_id = f"command-{uuid.uuid4().hex}"
+        self.reconcile_requests[request_id] = ("command", command.id)
+        if command.action == "run":
+            assert command.job is not None
+            experiment = command.experiment or (self.desired.experiment if self.desired else None)
+            self.receiveMsg_RunJob(
+                RunJob(request_id=request_id, job=command.job, settings=dict(command.options), experiment=experiment), self.myAddress
+            )
+        elif command.action == "kill":
+            self.receiveMsg_KillJobs(KillJobs(request_id=request_id, job=command.job), self.myAddress)
+        else:
+            assert command.job is not None and command.setting is not None and command.value is not None
+            self.receiveMsg_SetJobSetting(
+                SetJobSetting(request_id=request_id, job=command.job, setting=command.setting, value=command.value), self.myAddress
+            )
+
+    def _publish_result(self, result: dict[str, Any]) -> None:
+        assert self.config is not None
+        if self.bridge is not None:
+            self.send(self.bridge, Publish(topic=topics.result_topic(self.config.unit), payload=json.dumps(result), qos=1))
+
+    def _reconcile_log(self, message: str, level: str = "INFO") -> None:
+        log.log(logging.getLevelName(level), message)
+        if self.bridge is None or self.config is None:
+            return
+        experiment = self.desired.experiment if self.desired else topics.NO_EXPERIMENT
+        payload = {"message": message, "level": level, "task": "reconcile", "source": "supervisor", "timestamp": utc_iso(self.clock.now())}
+        self.send(self.bridge, Publish(topic=topics.log_topic(self.config.unit, experiment, "supervisor", level), payload=json.dumps(payload), qos=1))
+
+    def _publish_actual(self) -> None:
+        """The node's view against its desired state, retained, whenever it changes (`pios status`)."""
+        if self.config is None or self.bridge is None or self.boot_reply is not None:
+            return
+        try:
+            desired = self.desired
+            for record in self.jobs.values():  # a desired one-shot job: remember it, never start it again
+                if desired is not None and not record.resumable and record.name in desired.jobs and record.name not in self.one_shot:
+                    log.warning("%s is a one-shot action; the desired state cannot keep it running", record.name)
+                    self.one_shot.add(record.name)
+                    self._save_desired()
+            actual = self._actual_jobs()
+            wanted = desired.jobs if desired else {}
+            body = {
+                "unit": self.config.unit,
+                "generation": desired.generation if desired else None,
+                "experiment": desired.experiment if desired else None,
+                "in_sync": reconcile.in_sync(desired, actual, frozenset(self.one_shot)),
+                "jobs": {
+                    r.name: {
+                        "state": r.state,
+                        "experiment": r.experiment,
+                        "managed": r.managed,
+                        "settings": {k: r.settings.get(k) for k in sorted(wanted.get(r.name, {}))},
+                    }
+                    for r in sorted(self.jobs.values(), key=lambda r: r.name)
+                },
+                "errors": dict(sorted(self.reconcile_errors.items())),
+                "refused": self.desired_refused,
+            }
+            text = json.dumps(body, sort_keys=True)
+            if text == self._actual_text:
+                return
+            self._actual_text = text
+            body["timestamp"] = utc_iso(self.clock.now())
+            self.send(self.bridge, Publish(topic=topics.actual_topic(self.config.unit), payload=json.dumps(body, sort_keys=True), retain=True, qos=1))
+        except Exception:
+            log.exception("cannot publish the node's actual state")
