@@ -23,7 +23,10 @@ def test_demo_runs_and_ctrl_c_stops_everything(tmp_path):
             units:
               simdemo: {{hardware: sim, admin_port: {admin_port}, time_scale: 10}}
             experiments:
-              demo: {{units: [simdemo]}}
+              demo:
+                units: [simdemo]
+                jobs:
+                  stirring: {{target_rpm: 450}}
             """
         )
     )
@@ -36,7 +39,7 @@ def test_demo_runs_and_ctrl_c_stops_everything(tmp_path):
             r = subprocess.run([PIO, "--topology", str(topology), "--unit", "simdemo", "status", "--json"], env=env, capture_output=True, text=True)
             return r.returncode == 0 and '"stirring": "ready"' in r.stdout
 
-        wait_until(status_ok, 30, 0.2, "demo node up with stirring ready")
+        wait_until(status_ok, 30, 0.2, "demo node up with stirring ready (from its desired state)")
         wait_until(lambda: "RPM" in (tmp_path / "demo.out").read_text(), 30, 0.2, "live values printed")
         import json
 
@@ -44,7 +47,10 @@ def test_demo_runs_and_ctrl_c_stops_everything(tmp_path):
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0
         out = (tmp_path / "demo.out").read_text()
-        assert "node simdemo stopped" in out and "broker stopped" in out
+        assert "node simdemo stopped" in out and "leader stopped" in out
+        # The node logged in with its own broker credentials; the broker refuses anonymous clients.
+        assert (tmp_path / "state" / "simdemo" / "broker_credentials.json").exists()
+        assert not (tmp_path / "state" / "leader" / "leader.json").exists()
         assert group_members(pgid) == []
         assert not (tmp_path / "state" / "simdemo" / "node.json").exists()
         probe = subprocess.run([PIO, "--topology", str(topology), "--unit", "simdemo", "status"], env=env, capture_output=True, text=True)

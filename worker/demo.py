@@ -1,8 +1,11 @@
 """The demo: the repository's topology on this machine, with live values, until Ctrl-C.
 
-It starts Mosquitto on the topology's broker port (unless a broker already answers there), one node
-daemon per simulated unit, and stirring on each; then prints each unit's measured RPM as it arrives.
-Ctrl-C (or SIGTERM) stops the jobs, the nodes and the broker, and leaves no process behind.
+It starts the leader (its own secured Mosquitto on the topology's broker port, every unit's desired state
+from the topology, ClusterWatch), then one node daemon per simulated unit, each logging in to the broker
+with its own credentials and starting the jobs its experiment declares. A simulated unit's pumps are
+calibrated first, as a user would with `pio calibrations run`, so the dosing automations can dose by
+volume. It prints each unit's live values. Ctrl-C (or SIGTERM) stops the nodes and the leader, and leaves
+no process behind.
 """
 
 from __future__ import annotations
@@ -10,64 +13,48 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any
 
 from actors.topology import Topology, TopologyError, load
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-class Broker:
-    """A Mosquitto child process on loopback, with its files in a temporary directory."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.dir = tempfile.mkdtemp(prefix="pio-demo-broker-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-        if binary is None:
-            raise SystemExit("error: mosquitto is not installed; run ./scripts/demo.sh, which installs it")
-        conf = os.path.join(self.dir, "mosquitto.conf")
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false", f"log_dest file {self.dir}/mosquitto.log"]
-        if os.geteuid() == 0:
-            lines.append("user root")
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen([binary, "-c", conf], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not _port_open("127.0.0.1", self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"error: mosquitto did not start on port {self.port}; see {self.dir}/mosquitto.log")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
+def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
 
 def pio(topology: Topology, unit: str, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "worker.cli", "--topology", topology.path, "--unit", unit, *args]
-    return subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return run("worker.cli", "--topology", topology.path, "--unit", unit, *args)
+
+
+def pios(*args: str) -> subprocess.CompletedProcess[str]:
+    return run("leader.cli", *args)
+
+
+def calibrate_sim_pumps(topology: Topology, unit: str) -> None:
+    """Give a simulated unit's pumps the calibration a user would measure (their true, seeded flow),
+    unless it already has its own."""
+    from actors.calibration_store import CalibrationStore
+    from actors.calibrations import PUMP_DEVICES, PumpCalibration
+    from actors.clock import utc_iso
+    from actors.hardware.sim_vessel import sim_seed
+    from actors.hardware.vessel import Vessel, VesselParams
+    from worker import node_files
+
+    store = CalibrationStore.for_node(node_files.node_dir(unit))
+    pumps = Vessel(VesselParams(seed=sim_seed(unit, dict(topology.units[unit].simulation)))).pumps
+    for device in PUMP_DEVICES:
+        if store.active(device) is not None:
+            continue
+        rate = pumps[device.removesuffix("_pump")].actual_ml_per_second_at_100
+        xs = [5.0, 10.0, 20.0]
+        store.save(PumpCalibration.from_points(
+            xs, [rate * x for x in xs], degree=1, name="demo", device=device, created_at=utc_iso(time.time()),
+            calibrated_on_unit=unit, hz=250.0, dc=100.0,
+        ))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--topology", default=os.environ.get("PIO_TOPOLOGY", "topology.yaml"))
     parser.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds")
     args = parser.parse_args(argv)
+    path = os.path.abspath(args.topology)
     try:
-        topology = load(os.path.abspath(args.topology))
+        topology = load(path)
     except TopologyError as e:
         print(str(e), file=sys.stderr)
         return 2
@@ -89,26 +77,26 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
 
-    broker = None
+    leader_up = False
     started: list[str] = []
     try:
-        if not _port_open(topology.broker.host, topology.broker.port):
-            broker = Broker(topology.broker.port)
-            broker.start()
-            print(f"broker: mosquitto on {topology.broker.host}:{topology.broker.port}")
+        result = pios("leader", "start", "--topology", path, "--unit-credentials")
+        print((result.stdout or result.stderr).strip())
+        if result.returncode != 0:
+            return 1
+        leader_up = True
         for unit in units:
+            calibrate_sim_pumps(topology, unit.name)
             result = pio(topology, unit.name, "node", "start")
+            print((result.stdout or result.stderr).strip())
             if result.returncode != 0:
-                print(result.stderr.strip(), file=sys.stderr)
                 return 1
             started.append(unit.name)
-            result = pio(topology, unit.name, "run", "stirring")
-            print((result.stdout or result.stderr).strip())
         print()
-        print("Live values below. In another terminal, from this directory:")
+        print("Each unit starts the jobs of its experiment. Live values below. In another terminal, from this directory:")
         first = units[0].name
-        print(f"  pio --unit {first} status          pio --unit {first} jobs set stirring target_rpm 650")
-        print(f"  pio --unit {first} mqtt            pio --unit {first} kill stirring")
+        print(f"  pios status                    pios leader status          pios apply topology.yaml --dry-run")
+        print(f"  pio --unit {first} jobs list      pio --unit {first} jobs set stirring target_rpm 650")
         print("Ctrl-C stops everything.\n")
         _live_view(topology, stop, args.duration)
         return 0
@@ -116,25 +104,38 @@ def main(argv: list[str] | None = None) -> int:
         for name in reversed(started):
             result = pio(topology, name, "node", "stop")
             print((result.stdout or result.stderr).strip())
-        if broker is not None:
-            broker.stop()
-            print("broker stopped")
+        if leader_up:
+            print(pios("leader", "stop").stdout.strip())
 
 
 def _live_view(topology: Topology, stop: dict[str, bool], duration: float | None) -> None:
     import paho.mqtt.client as mqtt
 
-    latest: dict[str, Any] = {}
+    from leader import credentials
+
+    fields = {
+        "stirring/measured_rpm": ("measured_rpm", "{:5.0f} RPM"),
+        "growth_rate_calculating/od_filtered": ("od_filtered", "nOD {:5.2f}"),
+        "growth_rate_calculating/growth_rate": ("growth_rate", "{:+.2f}/h"),
+        "temperature_automation/temperature": ("temperature", "{:4.1f} C"),
+    }
+    latest: dict[str, dict[str, str]] = {}
 
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
-        unit = msg.topic.split("/")[1]
+        parts = msg.topic.split("/")
+        key = "/".join(parts[3:5])
+        if key not in fields:
+            return
+        name, fmt = fields[key]
         try:
-            latest[unit] = json.loads(msg.payload)["measured_rpm"]
+            latest.setdefault(parts[1], {})[key] = fmt.format(json.loads(msg.payload)[name])
         except (ValueError, KeyError, TypeError):
             pass
 
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.on_connect = lambda c, *_: c.subscribe("pioreactor/+/+/stirring/measured_rpm")
+    secrets = credentials.load(credentials.default_leader_dir())
+    client.username_pw_set(credentials.LEADER, secrets.get(credentials.LEADER))
+    client.on_connect = lambda c, *_: c.subscribe([(f"pioreactor/+/+/{k}", 0) for k in fields])
     client.on_message = on_message
     client.connect(topology.broker.host, topology.broker.port, 30)
     deadline = time.monotonic() + duration if duration else None
@@ -144,7 +145,9 @@ def _live_view(topology: Topology, stop: dict[str, bool], duration: float | None
             client.loop(timeout=0.2)
             if latest and time.monotonic() - last_print > 5:
                 last_print = time.monotonic()
-                print("  ".join(f"{u}: {rpm:6.1f} RPM" for u, rpm in sorted(latest.items())), flush=True)
+                for unit, values in sorted(latest.items()):
+                    print(f"{unit}: " + "  ".join(values[k] for k in fields if k in values), flush=True)
+                print(flush=True)
     finally:
         client.disconnect()
 

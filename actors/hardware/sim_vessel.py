@@ -27,6 +27,11 @@ from actors.messages import BootDriver, DriverFailed, GetSimTruth, Reply, SimFau
 log = logs.get("sim_vessel")
 
 
+def sim_seed(unit: str, simulation: dict[str, float]) -> int:
+    """The vessel's random seed: the topology's ``simulation.seed``, else one derived from the unit's name."""
+    return int(simulation.get("seed", zlib.crc32(unit.encode())))
+
+
 class SimVessel(ActorTypeDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,7 +47,7 @@ class SimVessel(ActorTypeDispatcher):
             sim = dict(msg.node.simulation)
             culture = {k: sim[k] for k in ("initial_od", "mu_max", "lag_hours", "carrying_capacity") if k in sim}
             params = VesselParams(
-                seed=int(sim.get("seed", zlib.crc32(msg.node.unit.encode()))),
+                seed=sim_seed(msg.node.unit, sim),
                 culture=CultureParams(**culture),
                 thermal=ThermalParams(
                     **{k: sim[k] for k in ("ambient_c",) if k in sim},
