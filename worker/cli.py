@@ -427,9 +427,17 @@ def mqtt_tail(target: Target, topic_filter: str, count: int | None, timeout: flo
     """Print messages from the cluster's broker as they arrive."""
     import paho.mqtt.client as mqtt
 
+    from worker.daemon import NodeError, broker_credentials
+
     broker = target.topology.broker
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    if broker.username:
+    try:
+        own = broker_credentials(node_files.node_dir(target.unit))  # the unit's login on a secured broker
+    except NodeError as e:
+        fail(str(e))
+    if own is not None:
+        client.username_pw_set(*own)
+    elif broker.username:
         client.username_pw_set(broker.username, broker.password)
     seen = {"n": 0}
 
