@@ -375,6 +375,39 @@ def leader_status(as_json: bool) -> None:
         sys.exit(1)
 
 
+@pios.group("experiments")
+def experiments_group() -> None:
+    """The experiments the topology declares."""
+
+
+@experiments_group.command("list")
+@click.option("--topology", "topology_path", default="topology.yaml", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def experiments_list(topology_path: str, as_json: bool) -> None:
+    """Each experiment with its units and jobs."""
+    import json
+
+    topology = _topology(topology_path)
+    rows = [
+        {"experiment": name, "units": list(exp.units), "jobs": sorted({j for u in exp.units for j in topology.jobs_for(u)})}
+        for name, exp in sorted(topology.experiments.items())
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['experiment']:<16} units: {', '.join(r['units']) or '-'}   jobs: {', '.join(r['jobs']) or '-'}")
+
+
+@pios.command("demo", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def demo(ctx: click.Context) -> None:
+    """Run the demo cluster of topology.yaml on this machine until Ctrl-C (as ./scripts/demo.sh)."""
+    from worker.demo import main as demo_main
+
+    sys.exit(demo_main(list(ctx.args)))
+
+
 def utc_now() -> str:
     import time
 
