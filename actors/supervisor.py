@@ -81,6 +81,7 @@ DRIVERS = {"pwm": PwmDriver, "temperature": TemperatureDriver, "adc": AdcDriver,
 KILL_GRACE_SECONDS = 5.0  # a job that has not exited this long after a stop request is SIGKILLed
 HEALTH_EVERY_SECONDS = 5.0  # each live job is pinged this often (real seconds)
 HEALTH_MISSES = 3  # unanswered pings in a row before a hung job is killed (and then restarted)
+ACTUAL_EVERY_SECONDS = 0.1  # `$node/actual` is rebuilt at most this often (real seconds)
 
 
 @attrs.define
@@ -157,6 +158,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.reconcile_errors: dict[str, str] = {}  # job -> why the last planned action on it failed
         self.seen_commands: deque[str] = deque(maxlen=1000)  # a QoS 1 re-delivery is not run twice
         self._actual_text: str | None = None  # last `$node/actual` content published (timestamp aside)
+        self.actual_pending = False
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:
         try:
@@ -168,7 +170,7 @@ class NodeSupervisor(ActorTypeDispatcher):
                 self.send(sender, Reply(request_id=message.request_id, ok=False, error="internal error; see the node log"))
             return None
         finally:
-            self._publish_actual()  # any message may change a job's state or settings
+            self._actual_soon(message)  # any message may change a job's state or settings
 
     # --- boot and children ---------------------------------------------------------------------------
 
@@ -634,6 +636,9 @@ class NodeSupervisor(ActorTypeDispatcher):
         if payload[0] == "health":
             self.wakeupAfter(HEALTH_EVERY_SECONDS, payload=("health",))
             self._check_health()
+        elif payload[0] == "actual":
+            self.actual_pending = False
+            self._publish_actual()
         elif payload[0] == "restart":
             _, name, generation = payload
             record = self.jobs.get(name)
@@ -900,6 +905,16 @@ class NodeSupervisor(ActorTypeDispatcher):
         experiment = self.desired.experiment if self.desired else topics.NO_EXPERIMENT
         payload = {"message": message, "level": level, "task": "reconcile", "source": "supervisor", "timestamp": utc_iso(self.clock.now())}
         self.send(self.bridge, Publish(topic=topics.log_topic(self.config.unit, experiment, "supervisor", level), payload=json.dumps(payload), qos=1))
+
+    def _actual_soon(self, message: Any) -> None:
+        """Look at `$node/actual` at most every ACTUAL_EVERY_SECONDS: at a fast clock a busy job reports
+        its settings hundreds of times a second, and each would otherwise rebuild the view."""
+        if self.actual_pending or self.config is None:
+            return
+        if isinstance(message, WakeupMessage) and message.payload == ("actual",):
+            return
+        self.actual_pending = True
+        self.wakeupAfter(ACTUAL_EVERY_SECONDS, payload=("actual",))
 
     def _publish_actual(self) -> None:
         """The node's view against its desired state, retained, whenever it changes (`pios status`)."""
