@@ -206,14 +206,14 @@ def _targets(topology: Any, units: tuple[str, ...], experiment: str | None) -> l
     return sorted(topology.units)
 
 
-def _fan_out(topology_path: str, units: tuple[str, ...], experiment: str | None, action: dict[str, Any], as_json: bool) -> None:
+def _fan_out(topology_path: str, units: tuple[str, ...], experiment: str | None, action: dict[str, Any], as_json: bool, timeout: float) -> None:
     import json
 
     topology = _topology(topology_path)
     targets = _targets(topology, units, experiment)
     client = _connect(topology)
     try:
-        results = client.command(targets, action)
+        results = client.command(targets, action, timeout=timeout)
     finally:
         client.close()
     if as_json:
@@ -227,6 +227,7 @@ def _fan_out(topology_path: str, units: tuple[str, ...], experiment: str | None,
 
 def _unit_options(f: Any) -> Any:
     f = click.option("--json", "as_json", is_flag=True, help="one {unit, ok, error} per unit")(f)
+    f = click.option("--timeout", default=15.0, show_default=True, type=click.FloatRange(min=0.5), help="seconds to wait for each unit's answer")(f)
     f = click.option("--experiment", default=None, help="every unit of this experiment")(f)
     f = click.option("--units", "units", multiple=True, help="a unit (repeat for several; default: all)")(f)
     f = click.option("--topology", "topology_path", default="topology.yaml", show_default=True, type=click.Path(dir_okay=False))(f)
@@ -237,20 +238,20 @@ def _unit_options(f: Any) -> Any:
 @click.argument("job")
 @_unit_options
 @click.pass_context
-def run(ctx: click.Context, job: str, topology_path: str, units: tuple[str, ...], experiment: str | None, as_json: bool) -> None:
+def run(ctx: click.Context, job: str, topology_path: str, units: tuple[str, ...], experiment: str | None, as_json: bool, timeout: float) -> None:
     """Start JOB on units (`--<setting> value` options as `pio run` takes them)."""
     from worker.cli import _parse_job_options
 
     options = _parse_job_options(list(ctx.args))
-    _fan_out(topology_path, units, experiment, {"action": "run", "job": job, "options": options}, as_json)
+    _fan_out(topology_path, units, experiment, {"action": "run", "job": job, "options": options}, as_json, timeout)
 
 
 @pios.command("kill")
 @click.argument("job")
 @_unit_options
-def kill(job: str, topology_path: str, units: tuple[str, ...], experiment: str | None, as_json: bool) -> None:
+def kill(job: str, topology_path: str, units: tuple[str, ...], experiment: str | None, as_json: bool, timeout: float) -> None:
     """Stop JOB on units."""
-    _fan_out(topology_path, units, experiment, {"action": "kill", "job": job}, as_json)
+    _fan_out(topology_path, units, experiment, {"action": "kill", "job": job}, as_json, timeout)
 
 
 @pios.command("set", context_settings={"ignore_unknown_options": True})
@@ -258,9 +259,9 @@ def kill(job: str, topology_path: str, units: tuple[str, ...], experiment: str |
 @click.argument("setting")
 @click.argument("value")
 @_unit_options
-def set_setting(job: str, setting: str, value: str, topology_path: str, units: tuple[str, ...], experiment: str | None, as_json: bool) -> None:
+def set_setting(job: str, setting: str, value: str, topology_path: str, units: tuple[str, ...], experiment: str | None, as_json: bool, timeout: float) -> None:
     """Change SETTING of JOB on units, in place."""
-    _fan_out(topology_path, units, experiment, {"action": "set", "job": job, "setting": setting, "value": value}, as_json)
+    _fan_out(topology_path, units, experiment, {"action": "set", "job": job, "setting": setting, "value": value}, as_json, timeout)
 
 
 @pios.group("leader")

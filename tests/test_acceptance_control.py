@@ -194,7 +194,7 @@ def test_turbidostat_keeps_dosing_through_an_hour_without_the_broker(node_factor
 def test_thermostat_holds_37_c(node_factory, mqtt_watcher: MqttWatcher):
     # A 10 W heater: the simulator's default 5 W cannot hold 37 C from a 22 C room under the reference
     # cadence and the driver's 60 % cap (tests/scenarios/test_thermostat_scenario.py, docs/automations.md).
-    node = node_factory(time_scale=120.0, simulation={"heater_w": 10.0}).start()
+    node = node_factory(time_scale=150.0, simulation={"heater_w": 10.0}).start()
     node.pio("run", "stirring")
     node.pio("run", "temperature_automation", "--automation-name", "thermostat", "--target-temperature", "37")
     samples = []  # (simulated s, liquid C, plate C, heater duty %)

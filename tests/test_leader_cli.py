@@ -84,7 +84,8 @@ def test_apply_dry_run_then_apply_then_nodes_converge_and_status_says_in_sync(cl
 
 def test_commands_report_one_result_per_unit_and_an_offline_unit_as_such(cluster):
     nodes, path, _write, pios = cluster
-    result = pios("run", "stirring", "--target-rpm", "300", "--topology", str(path), "--units", "sim01", "--units", "sim03", "--json", check=False)
+    result = pios("run", "stirring", "--target-rpm", "300", "--topology", str(path), "--units", "sim01", "--units", "sim03", "--json",
+                  "--timeout", "4", check=False)
     assert result.returncode != 0  # one unit failed
     by_unit = {r["unit"]: r for r in json.loads(result.stdout)}
     assert by_unit["sim01"] == {"unit": "sim01", "ok": True, "error": None}
