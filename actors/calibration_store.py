@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 from actors.calibrations import (
     OD_DEVICES,
@@ -28,6 +27,7 @@ from actors.calibrations import (
     dumps,
     loads,
 )
+from actors.files import atomic_write
 
 DEVICES: tuple[str, ...] = OD_DEVICES + PUMP_DEVICES + STIRRING_DEVICES
 ACTIVE_FILE = "active.json"
@@ -35,21 +35,6 @@ ACTIVE_FILE = "active.json"
 
 class CalibrationStoreError(ValueError):
     """A request the store refuses; the message says what exists and what to do."""
-
-
-def _atomic_write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _check_device(device: str) -> str:
@@ -124,16 +109,23 @@ class CalibrationStore:
 
     def save(self, cal: Calibration, *, activate: bool = True) -> str:
         path = self.path(cal.device, cal.name)
-        _atomic_write(path, dumps(cal))
+        atomic_write(path, dumps(cal))
         if activate:
             self.set_active(cal.device, cal.name)
         return path
+
+    def write_active(self, active: dict[str, str]) -> None:
+        """Replace the whole device -> active name map (a protocol that sets calibrations aside and puts
+        them back); every named calibration must exist."""
+        for device, name in active.items():
+            self.load(device, name)
+        atomic_write(os.path.join(self.root, ACTIVE_FILE), json.dumps(active, indent=2, sort_keys=True))
 
     def set_active(self, device: str, name: str) -> None:
         self.load(device, name)  # refuses unknown or malformed ones before anything changes
         active = self.active_names()
         active[device] = name
-        _atomic_write(os.path.join(self.root, ACTIVE_FILE), json.dumps(active, indent=2, sort_keys=True))
+        atomic_write(os.path.join(self.root, ACTIVE_FILE), json.dumps(active, indent=2, sort_keys=True))
 
     def delete(self, device: str, name: str) -> None:
         path = self.path(device, name)
@@ -143,5 +135,5 @@ class CalibrationStore:
         active = self.active_names()
         if active.get(device) == name:
             del active[device]
-            _atomic_write(os.path.join(self.root, ACTIVE_FILE), json.dumps(active, indent=2, sort_keys=True))
+            atomic_write(os.path.join(self.root, ACTIVE_FILE), json.dumps(active, indent=2, sort_keys=True))
         os.unlink(path)

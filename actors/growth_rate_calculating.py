@@ -22,7 +22,7 @@ import os
 from urllib.parse import quote
 
 from actors import topics
-from actors.calibration_store import _atomic_write
+from actors.files import atomic_write
 from actors.growth_rate_filter import (
     DILUTING_EVENTS,
     GrowthRateCache,
@@ -121,7 +121,7 @@ class GrowthRateCalculating(Job):
             timestamp=(self.ctx.values.get("growth_rate") or {}).get("timestamp") if estimate else None,
         )
         try:
-            _atomic_write(self.path, json.dumps(self.cache.to_dict(), indent=2, sort_keys=True))
+            atomic_write(self.path, json.dumps(self.cache.to_dict(), indent=2, sort_keys=True))
         except OSError as e:
             self.ctx.log("ERROR", f"cannot save the normalisation factors to {self.path}: {e}")
         self.since_save = 0

@@ -25,6 +25,7 @@ from actors import topics
 from actors.bioreactor import BioreactorState
 from actors.bioreactor_books import BadEvent, Books, vessel_defaults
 from actors.clock import utc_iso
+from actors.files import atomic_write
 from actors.job import OTHERS, Job, JobContext
 from actors.node_health import (
     CheckResult,
@@ -238,14 +239,7 @@ class Monitor(Job):
         return books
 
     def _save(self, experiment: str, books: Books) -> None:
-        os.makedirs(self._books_dir(), exist_ok=True)
-        path = self._books_path(experiment)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(books.to_json())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: a restarted node reads the old books or the new, never half
+        atomic_write(self._books_path(experiment), books.to_json())  # a restarted node reads the old books or the new
         self.books[experiment] = books
 
     def _publish_books(self, experiment: str, fields: dict[str, float]) -> None:

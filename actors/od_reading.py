@@ -29,7 +29,8 @@ from urllib.parse import quote
 import attrs
 
 from actors import topics
-from actors.calibration_store import CalibrationStore, _atomic_write
+from actors.calibration_store import CalibrationStore
+from actors.files import atomic_write
 from actors.calibrations import CalibrationError, ODCalibration
 from actors.clock import utc_iso
 from actors.job import OTHERS, Job, JobContext
@@ -97,7 +98,7 @@ def load_blank(state_dir: str, experiment: str) -> Blank | None:
 
 def save_blank(state_dir: str, experiment: str, blank: Blank) -> str:
     path = blank_path(state_dir, experiment)
-    _atomic_write(path, json.dumps(blank.to_dict(), indent=2, sort_keys=True))
+    atomic_write(path, json.dumps(blank.to_dict(), indent=2, sort_keys=True))
     return path
 
 

@@ -27,6 +27,7 @@ from thespian.actors import ActorExitRequest, ActorTypeDispatcher, ChildActorExi
 import actors
 from actors import logs, reconcile, topics
 from actors.clock import Clock, utc_iso
+from actors.files import atomic_write
 from actors.hardware.hardware_access import SIM_HAT
 from actors.hardware.adc_driver import AdcDriver
 from actors.hardware.led_driver import LedDriver
@@ -271,10 +272,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         text = json.dumps(wanted, sort_keys=True)
         if text == self._saved:
             return
-        tmp = self._jobs_file() + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, self._jobs_file())
+        atomic_write(self._jobs_file(), text)
         self._saved = text
 
     def _resume_jobs(self) -> None:
@@ -730,12 +728,7 @@ class NodeSupervisor(ActorTypeDispatcher):
     def _save_desired(self) -> None:
         """Written before acting on it, atomically, so a power cut leaves the old or the new state."""
         body = {"desired": self.desired.to_json() if self.desired else None, "one_shot": sorted(self.one_shot)}
-        tmp = self._desired_file() + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(body, f, sort_keys=True, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._desired_file())
+        atomic_write(self._desired_file(), json.dumps(body, sort_keys=True, indent=1))
 
     def _load_desired(self) -> None:
         try:

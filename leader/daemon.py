@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 
 from actors import topics
 from actors.clock import utc_iso
+from actors.files import atomic_write
 from actors.topology import TopologyError, load
 from leader import credentials
 from leader.broker import BrokerError, ManagedBroker
@@ -34,10 +35,7 @@ CLUSTER_FILE = "cluster.json"
 
 
 def _write_json(path: str, data: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2))
 
 
 class Leader:

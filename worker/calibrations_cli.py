@@ -34,7 +34,7 @@ from typing import Any
 
 import click
 
-from actors.calibration_store import ACTIVE_FILE, DEVICES, CalibrationStore, _atomic_write
+from actors.calibration_store import DEVICES, CalibrationStore
 from actors.calibrations import (
     OD_DEVICES,
     PUMP_DEVICES,
@@ -421,11 +421,6 @@ def od_curve_warning(cal: ODCalibration) -> str | None:
             "check the standards, or record more of them")
 
 
-def _write_active(store: CalibrationStore, active: dict[str, str]) -> None:
-    # The store has set_active but no "unset": write its pointer file the same atomic way it does.
-    _atomic_write(os.path.join(store.root, ACTIVE_FILE), json.dumps(active, indent=2, sort_keys=True))
-
-
 def _set_aside(store: CalibrationStore, devices: Sequence[str]) -> dict[str, str]:
     """Deactivate the given devices' calibrations; returns ``{device: name}`` of those that were active."""
     try:
@@ -434,7 +429,7 @@ def _set_aside(store: CalibrationStore, devices: Sequence[str]) -> dict[str, str
         raise click.ClickException(one_line(e)) from None
     removed = {d: active.pop(d) for d in devices if d in active}
     if removed:
-        _write_active(store, active)
+        store.write_active(active)
     return removed
 
 
@@ -445,7 +440,7 @@ def _put_back(store: CalibrationStore, removed: dict[str, str]) -> None:
     active = store.active_names()
     for device, name in removed.items():
         active.setdefault(device, name)
-    _write_active(store, active)
+    store.write_active(active)
 
 
 class _Interrupted(KeyboardInterrupt):
