@@ -87,7 +87,7 @@ def test_turbidostat_holds_od_for_48_simulated_hours_without_overflow(node_facto
         time.sleep(0.2)  # the observer's sampling pace, not a wait for a condition
     # The culture's OD stays within 10 % of the OD the target stands for, for 48 hours.
     ods = [t["od"] for t in truths if t["elapsed_s"] / 3600.0 > first + 1.0]
-    assert len(ods) > 100
+    assert len(ods) > 40  # one sample per `pio sim truth` call, about every 0.7 s of the 87 s run
     held_od = statistics.median(ods)
     assert min(ods) > 0.9 * held_od and max(ods) < 1.1 * held_od, (min(ods), held_od, max(ods))
     # (The first crossing overshoots by one reading's growth, so the OD held is a little below it.)
