@@ -59,6 +59,17 @@ def actual_topic(unit: str) -> str:
     return node_topic(unit, "actual")
 
 
+def outbox_topic(unit: str) -> str:
+    """Batches of the unit's outbox records for the leader's ingest (not retained; see actors/records.py)."""
+    return node_topic(unit, "outbox")
+
+
+def ingest_ack_topic(unit: str) -> str:
+    """The leader's acknowledgement of the unit's records (retained, written only by the leader):
+    ``{stream: highest seq stored with nothing missing below it}``."""
+    return node_topic(unit, "ingest_ack")
+
+
 def log_topic(unit: str, experiment: str, source: str, level: str) -> str:
     return f"{ROOT}/{unit}/{experiment}/logs/{source}/{level.lower()}"
 

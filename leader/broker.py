@@ -101,6 +101,7 @@ def acl_text(units: Iterable[str]) -> str:
         "# Every unit writes under its own name, except what only the leader may say to it.",
         f"pattern deny {topics.desired_topic('%u')}",
         f"pattern deny {topics.command_topic('%u')}",
+        f"pattern deny {topics.ingest_ack_topic('%u')}",
         f"pattern write {root}/%u/#",
         "",
     ]
