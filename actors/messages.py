@@ -229,6 +229,7 @@ class BridgeStatus:
     published: int
     received: int
     last_error: str | None = None
+    outbox: dict[str, Any] = attrs.field(factory=dict)  # pending, in_flight, dropped, ... (mqtt_bridge.outbox_figures)
 
 
 # --- hardware drivers -------------------------------------------------------------------------------

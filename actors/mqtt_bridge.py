@@ -10,18 +10,27 @@ Jobs never talk to the broker. They send :class:`Publish` and :class:`Subscribe`
 
 paho runs single-threaded inside the actor: its socket is handed to Thespian with ``ThespianWatch``
 and read when readable; a tick drives keepalive and reconnection (measured ~1 ms command round trip).
-Every record goes through :meth:`MQTTBridge._send_to_broker`, the seam where a durable outbox slots in.
+
+Nothing lost: every record (what :func:`actors.records.stream_of` says is one) is appended to the
+node's durable outbox (:mod:`actors.outbox`) before anything is sent, then drained in batches to the
+leader's ingest on ``$node/outbox``; the leader's retained ``$node/ingest_ack`` prunes it. Live values
+still go out on their own topics at once for the dashboard and the CLI.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sqlite3
+import time
 from typing import Any
 
 from thespian.actors import ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
 
-from actors import logs, topics
+from actors import logs, records, topics
+from actors.clock import Clock, utc_iso
+from actors.outbox import Outbox
 from actors.messages import (
     Boot,
     BridgeStatus,
@@ -38,6 +47,10 @@ TICK_SECONDS = 0.5
 KEEPALIVE_SECONDS = 10
 RETRY_MIN = 0.5
 RETRY_MAX = 10.0
+OUTBOX_FILE = "outbox.sqlite"
+ACK_TIMEOUT_MIN = 10.0  # resend from the ack when the leader stays silent this long (doubling to the max)
+ACK_TIMEOUT_MAX = 120.0
+STATUS_EVERY = 2.0  # seconds between outbox figures sent to the supervisor
 
 
 class Backoff:
@@ -74,6 +87,15 @@ class MQTTBridge(ActorTypeDispatcher):
         self.published = 0
         self.received = 0
         self.last_error: str | None = None
+        self.outbox: Outbox | None = None
+        self.clock: Clock | None = None
+        self.append_errors = 0
+        self.batches_sent = 0
+        self.last_ack_at: float | None = None  # wall time of the last ack that moved the watermark
+        self.ack_timeout = ACK_TIMEOUT_MIN
+        self.waiting_since: float | None = None  # when records went in flight with no ack since
+        self.next_status = 0.0
+        self.dropped_reported = 0
 
     # Every handler returns through here so that paho's socket stays watched.
     def receiveMessage(self, message: Any, sender: Any) -> Any:
@@ -93,6 +115,11 @@ class MQTTBridge(ActorTypeDispatcher):
 
         self.config = msg.config
         self.supervisor = sender
+        self.clock = Clock(time_scale=self.config.time_scale, anchor=self.config.clock_anchor)
+        try:
+            self.outbox = Outbox(os.path.join(self.config.state_dir, OUTBOX_FILE))
+        except sqlite3.Error as e:  # the node still runs and publishes live; say loudly what is lost
+            log.error("cannot open the outbox in %s (%s): records will not be kept while the broker is away", self.config.state_dir, e)
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"pio-node-{self.config.unit}",
@@ -148,14 +175,17 @@ class MQTTBridge(ActorTypeDispatcher):
         self.backoff.reset()
         self.last_error = None
         log.info("connected to broker %s", self._broker())
-        filters = sorted({f for _, fs in self.routes for f in fs})
-        if filters:
-            options = mqtt.SubscribeOptions(qos=1, noLocal=True)
-            client.subscribe([(f, options) for f in filters])
         assert self.config is not None
+        filters = sorted({f for _, fs in self.routes for f in fs} | {topics.ingest_ack_topic(self.config.unit)})
+        options = mqtt.SubscribeOptions(qos=1, noLocal=True)
+        client.subscribe([(f, options) for f in filters])
         client.publish(topics.node_topic(self.config.unit, topics.STATE), "ready", qos=1, retain=True)
         for topic, (payload, qos) in self.retained.items():
             client.publish(topic, payload, qos=qos, retain=True)
+        if self.outbox is not None:
+            self.outbox.rewind()  # resume from the leader's acknowledgement, not from paho's memory
+            self.waiting_since = None
+            self._drain()
         self._report()
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
@@ -170,6 +200,9 @@ class MQTTBridge(ActorTypeDispatcher):
     def _on_message(self, _client: Any, _userdata: Any, msg: Any) -> None:
         self.received += 1
         payload = msg.payload.decode("utf-8", errors="replace")
+        if self.config is not None and msg.topic == topics.ingest_ack_topic(self.config.unit):
+            self._acknowledged(payload)
+            return
         self._fan_out(MqttMessage(topic=msg.topic, payload=payload, retain=bool(msg.retain)), origin=None)
 
     # --- actor protocol ---------------------------------------------------------------------------
@@ -186,12 +219,16 @@ class MQTTBridge(ActorTypeDispatcher):
             return
         if self.connected:
             self.client.loop_misc()
+            self._check_ack_timeout()
+            self._drain()
             if self.client.want_write():
                 self.client.loop_write()
         else:
             self.retry_in -= TICK_SECONDS
             if self.retry_in <= 0:
                 self._connect()
+        if time.monotonic() >= self.next_status:
+            self._report()
 
     def receiveMsg_Publish(self, msg: Publish, sender: Any) -> None:
         # Live delivery carries retain=False, as a broker does: the flag marks a value replayed to a
@@ -202,15 +239,85 @@ class MQTTBridge(ActorTypeDispatcher):
                 self.retained.pop(msg.topic, None)
             else:
                 self.retained[msg.topic] = (msg.payload, msg.qos)
-        self._send_to_broker(msg)
+        self._keep(msg)
+        self._send_to_broker(msg)  # batches to the ingest go on the tick, many records at a time
+
+    def _keep(self, msg: Publish) -> None:
+        """Append a record to the outbox before it is sent anywhere."""
+        stream = records.stream_of(msg.topic, msg.payload)
+        if stream is None or self.outbox is None or self.clock is None:
+            return
+        try:
+            self.outbox.append(stream, msg.topic, msg.payload, utc_iso(self.clock.now()))
+        except sqlite3.Error as e:  # disk full, file removed...: the record still goes out live
+            self.append_errors += 1
+            if self.append_errors == 1 or self.append_errors % 1000 == 0:
+                log.error("outbox append failed (%s); %d record(s) not kept so far", e, self.append_errors)
+        dropped = self.outbox.dropped_now
+        if dropped > self.dropped_reported:
+            # Reported in round figures so a long outage does not flood the log.
+            if self.dropped_reported == 0 or dropped >= self.dropped_reported * 2:
+                log.warning(
+                    "outbox full (%d records): dropped the %d oldest record(s) so far; the leader will record the gap",
+                    self.outbox.max_records, dropped,
+                )
+                self.dropped_reported = dropped
 
     def _send_to_broker(self, msg: Publish) -> None:
         if self.client is None:
             return
         if not self.connected:
-            return  # retained values are re-sent on reconnect; the outbox will keep the rest
+            return  # retained values are re-sent on reconnect; the outbox keeps every record
         self.client.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
         self.published += 1
+
+    # --- the outbox's drain ---------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        if not self.connected or self.outbox is None or self.config is None or self.clock is None:
+            return
+        while True:
+            batch = self.outbox.next_batch()
+            if not batch:
+                return
+            payload = records.encode_batch(
+                records.Batch(
+                    unit=self.config.unit,
+                    sent_at=utc_iso(time.time()),  # wall clock: the leader compares it with its own
+                    records=tuple(batch),
+                    bases=self.outbox.bases(),
+                    dropped=self.outbox.dropped(),
+                )
+            )
+            self.client.publish(topics.outbox_topic(self.config.unit), payload, qos=1)
+            self.batches_sent += 1
+            if self.waiting_since is None:
+                self.waiting_since = time.monotonic()
+
+    def _acknowledged(self, payload: str) -> None:
+        if self.outbox is None:
+            return
+        try:
+            watermarks = records.decode_ack(payload)
+        except records.ProtocolError as e:
+            log.warning("ignored a malformed ingest ack: %s", e)
+            return
+        if self.outbox.acknowledge(watermarks):
+            self.last_ack_at = time.time()
+            self.ack_timeout = ACK_TIMEOUT_MIN
+            self.waiting_since = None if self.outbox.in_flight == 0 else time.monotonic()
+        self._drain()
+
+    def _check_ack_timeout(self) -> None:
+        """Go back to the oldest unacknowledged record when the leader has been silent too long:
+        a batch lost with a broker restart, or a leader that was away."""
+        if self.outbox is None or self.waiting_since is None or self.outbox.in_flight == 0:
+            return
+        if time.monotonic() - self.waiting_since >= self.ack_timeout:
+            log.info("no ingest ack for %.0f s; resending %d unacknowledged record(s)", self.ack_timeout, self.outbox.pending())
+            self.outbox.rewind()
+            self.waiting_since = None
+            self.ack_timeout = min(ACK_TIMEOUT_MAX, self.ack_timeout * 2)
 
     def receiveMsg_Subscribe(self, msg: Subscribe, sender: Any) -> None:
         known = {f for _, fs in self.routes for f in fs}
@@ -241,6 +348,9 @@ class MQTTBridge(ActorTypeDispatcher):
             self.client.loop_write()
             self.client.disconnect()
             self.client.loop_write()
+        if self.outbox is not None:
+            self.outbox.close()
+            self.outbox = None
 
     def _fan_out(self, message: MqttMessage, origin: Any) -> None:
         for address, filters in list(self.routes):
@@ -259,7 +369,20 @@ class MQTTBridge(ActorTypeDispatcher):
             self.local_retained[topic] = payload
             self._fan_out(MqttMessage(topic=topic, payload=payload, retain=True), origin=None)
 
+    def outbox_figures(self) -> dict[str, Any]:
+        box = self.outbox
+        return {
+            "pending": box.pending() if box else None,
+            "in_flight": box.in_flight if box else 0,
+            "appended": box.appended if box else 0,
+            "dropped": box.dropped_now if box else 0,
+            "append_errors": self.append_errors,
+            "batches_sent": self.batches_sent,
+            "last_ack_at": utc_iso(self.last_ack_at) if self.last_ack_at else None,
+        }
+
     def _report(self) -> None:
+        self.next_status = time.monotonic() + STATUS_EVERY
         self._link_changed()
         if self.supervisor is not None:
             self.send(
@@ -271,5 +394,6 @@ class MQTTBridge(ActorTypeDispatcher):
                     published=self.published,
                     received=self.received,
                     last_error=self.last_error,
+                    outbox=self.outbox_figures(),
                 ),
             )

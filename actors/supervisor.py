@@ -466,6 +466,7 @@ class NodeSupervisor(ActorTypeDispatcher):
                 "connected": bool(bridge and bridge.connected),
                 "last_error": bridge.last_error if bridge else None,
             },
+            "outbox": bridge.outbox if bridge else {},
             "jobs": {r.name: r.state for r in self.jobs.values()},
             "outputs": self.outputs,
         }
