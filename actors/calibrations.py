@@ -41,7 +41,26 @@ from yaml.constructor import SafeConstructor
 CalibrationType = Literal["od", "simple_peristaltic_pump", "simple_stirring"]
 
 OD_DEVICES: tuple[str, ...] = ("od", "od45", "od90", "od135")
-PUMP_DEVICES: tuple[str, ...] = ("media_pump", "alt_media_pump", "waste_pump")
+
+
+@attrs.frozen
+class Pump:
+    """One of the HAT's pumps, by every name it goes by: its PWM channel, its calibration device, and
+    its dosing event (also the name of the job that runs it)."""
+
+    channel: str
+    device: str
+    event: str
+
+
+PUMPS: tuple[Pump, ...] = (
+    Pump(channel="media", device="media_pump", event="add_media"),
+    Pump(channel="alt_media", device="alt_media_pump", event="add_alt_media"),
+    Pump(channel="waste", device="waste_pump", event="remove_waste"),
+)
+PUMP_BY_CHANNEL: dict[str, Pump] = {p.channel: p for p in PUMPS}
+PUMP_BY_DEVICE: dict[str, Pump] = {p.device: p for p in PUMPS}
+PUMP_DEVICES: tuple[str, ...] = tuple(p.device for p in PUMPS)
 STIRRING_DEVICES: tuple[str, ...] = ("stirring",)
 ANGLES: tuple[str, ...] = ("45", "90", "135", "180")
 PD_CHANNELS: tuple[str, ...] = ("1", "2", "3", "4")

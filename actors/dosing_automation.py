@@ -41,15 +41,13 @@ from actors.automations.dosing.subdosing import (
 from actors.automations.events import DosingStopped, NoEvent
 from actors.bioreactor import BioreactorState
 from actors.calibration_store import CalibrationStore
-from actors.calibrations import CalibrationError, PumpCalibration, pump_ml_to_seconds
+from actors.calibrations import PUMP_BY_CHANNEL, CalibrationError, PumpCalibration, pump_ml_to_seconds
 from actors.clock import utc_iso
 from actors.hardware.hardware_access import node_description
 from actors.job import JobContext
 from actors.messages import NodeConfig
 from actors.settings import Setting, SettingError
 
-EVENTS = {"media": "add_media", "alt_media": "add_alt_media", "waste": "remove_waste"}
-DEVICES = {"media": "media_pump", "alt_media": "alt_media_pump", "waste": "waste_pump"}
 BOOK_FIELDS = tuple(f.name for f in attrs.fields(BioreactorState) if f.name not in ("max_fill_ml", "capacity_ml"))
 SOURCE = "dosing_automation"
 
@@ -75,7 +73,7 @@ def pump_calibrations(policy_class: type[DosingPolicy], node: NodeConfig) -> dic
     out = {}
     for pump in policy_class.pumps:
         try:
-            cal = store.pump(DEVICES[pump])
+            cal = store.pump(PUMP_BY_CHANNEL[pump].device)
             pump_ml_to_seconds(cal, 1.0)  # refuses the default stand-in, saying how to calibrate
         except (CalibrationError, ValueError) as e:
             raise SettingError(f"{policy_class.name} doses by volume: {e}") from None
@@ -259,7 +257,7 @@ class DosingAutomation(AutomationJob):
     def _dosing_event(self, pump: str, ml: float, at: float) -> None:
         """``at``: the middle of the run, the best single time for when the liquid went in (a reading
         taken during the run saw part of it; the growth-rate filter places the dose at this time)."""
-        payload = {"volume_change": ml, "event": EVENTS[pump], "source_of_event": SOURCE, "timestamp": utc_iso(at)}
+        payload = {"volume_change": ml, "event": PUMP_BY_CHANNEL[pump].event, "source_of_event": SOURCE, "timestamp": utc_iso(at)}
         self.ctx.publish_topic(topics.dosing_events_topic(self.ctx.unit, self.ctx.experiment), payload, qos=1)
 
     def _halt(self) -> None:

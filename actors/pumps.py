@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from actors import topics
 from actors.calibration_store import CalibrationStore
-from actors.calibrations import PumpCalibration
+from actors.calibrations import PUMP_BY_CHANNEL, PumpCalibration
 from actors.clock import utc_iso
 from actors.job import PUMPS, Job, JobContext
 from actors.messages import NodeConfig
@@ -248,19 +248,24 @@ class PumpAction(Job):
         self._publish(self.ledger.stop(self._on_seconds()))
 
 
+def _names(channel: str) -> tuple[str, str, str]:
+    pump = PUMP_BY_CHANNEL[channel]
+    return pump.device, pump.channel, pump.event
+
+
 class AddMedia(PumpAction):
     name = "add_media"
-    device, channel, event = "media_pump", "media", "add_media"
+    device, channel, event = _names("media")
 
 
 class AddAltMedia(PumpAction):
     name = "add_alt_media"
-    device, channel, event = "alt_media_pump", "alt_media", "add_alt_media"
+    device, channel, event = _names("alt_media")
 
 
 class RemoveWaste(PumpAction):
     name = "remove_waste"
-    device, channel, event = "waste_pump", "waste", "remove_waste"
+    device, channel, event = _names("waste")
 
 
 class Circulate(Job):
@@ -399,9 +404,9 @@ class Circulate(Job):
 
 class CirculateMedia(Circulate):
     name = "circulate_media"
-    media_device, media_channel, media_event = "media_pump", "media", "add_media"
+    media_device, media_channel, media_event = _names("media")
 
 
 class CirculateAltMedia(Circulate):
     name = "circulate_alt_media"
-    media_device, media_channel, media_event = "alt_media_pump", "alt_media", "add_alt_media"
+    media_device, media_channel, media_event = _names("alt_media")

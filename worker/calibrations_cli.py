@@ -37,6 +37,7 @@ import click
 from actors.calibration_store import DEVICES, CalibrationStore
 from actors.calibrations import (
     OD_DEVICES,
+    PUMP_BY_DEVICE,
     PUMP_DEVICES,
     Calibration,
     ODCalibration,
@@ -47,8 +48,6 @@ from actors.calibrations import (
 )
 from actors.pump_run import CALIBRATION_SOURCE
 
-PUMP_JOBS = {"media_pump": "add_media", "alt_media_pump": "add_alt_media", "waste_pump": "remove_waste"}
-PUMP_CHANNELS = {"media_pump": "media", "alt_media_pump": "alt_media", "waste_pump": "waste"}
 DEFAULT_DURATIONS = (5.0, 10.0, 15.0, 20.0)
 """Seconds per calibration run: long enough to weigh on a 0.01 g scale, short enough to keep it quick."""
 DEFAULT_DUTIES = (25.0, 35.0, 45.0, 55.0, 65.0)
@@ -264,8 +263,8 @@ class _NodeJobs:
 def run_pump_protocol(target: Any, device: str, name: str | None, durations: Sequence[float], dc: float, yes: bool) -> PumpCalibration:
     store = store_for(target.unit)
     name = _new_name(store, device, name)
-    job = PUMP_JOBS[device]
-    hz = _channel_hz(target, PUMP_CHANNELS[device])
+    job = PUMP_BY_DEVICE[device].event
+    hz = _channel_hz(target, PUMP_BY_DEVICE[device].channel)
     node = _NodeJobs(target)
     if job in node.jobs():
         raise click.ClickException(f"{job} is running on {target.unit}; wait for it to finish or stop it with `pio kill {job}`")
