@@ -20,6 +20,7 @@ PURE = [
     "actors/stirring_control.py",
     "actors/topology.py",
     "leader/deployer.py",
+    "leader/parsers.py",
     "actors/hardware/sim_motor.py",
     "actors/hardware/sim_culture.py",
     "actors/hardware/sim_optics.py",
