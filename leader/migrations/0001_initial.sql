@@ -41,10 +41,13 @@ CREATE TABLE unit_labels (
 
 -- Ingest bookkeeping: the highest contiguous seq stored per (unit, stream); published back to the
 -- unit as its acknowledgement. Written in the same transaction as the rows it covers.
+-- `dropped`: the unit's count of records its outbox bound dropped from this stream, as of the last
+-- time the watermark moved (tells a gap dropped at the bound from an outbox that was replaced).
 CREATE TABLE ingest_watermarks (
     pioreactor_unit TEXT NOT NULL,
     stream          TEXT NOT NULL,
     seq             INTEGER NOT NULL,
+    dropped         INTEGER NOT NULL DEFAULT 0,
     updated_at      TEXT NOT NULL,
     PRIMARY KEY (pioreactor_unit, stream)
 );
