@@ -186,7 +186,7 @@ class Ingest:
 
             for stream in moved_here:
                 state = streams[stream]
-                state[1] = dropped.get(stream, state[1])
+                state[1] = dropped.get(stream, 0)  # the unit lists only streams that ever dropped
                 moved.add((unit, stream))
 
             # Figures of the unit's latest batch.

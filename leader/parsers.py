@@ -350,9 +350,18 @@ def rows_for(record: records.Record, received_at: str, sinks: SinkTable = DEFAUL
             raise _Bad("topic lacks an experiment or a job level")
         msg = Message(unit=unit, experiment=experiment, job=job, rest=rest, payload=record.payload, at=record.at)
         sink = sinks.sink_for(f"{job}/{rest}" if rest else job)
-        parsed = sink.parse(msg)
     except (_Bad, records.ProtocolError) as e:
         raise ParseError(f"{record.topic}: {e}") from None
+    try:
+        parsed = sink.parse(msg)
+        if not isinstance(parsed, list) or not all(isinstance(columns, dict) for columns in parsed):
+            raise _Bad(f"the parser of {sink.pattern!r} must return a list of dicts, got {parsed!r:.60}")
+    except (_Bad, ParseError) as e:
+        raise ParseError(f"{record.topic}: {e}") from None
+    except Exception as e:
+        # A plugin's parser failing in its own way must cost this record, not stop the whole ingest
+        # (the unit would resend the same batch forever).
+        raise ParseError(f"{record.topic}: the parser of {sink.pattern!r} failed: {type(e).__name__}: {e}") from None
     if sink.table is None:
         return []
     table = sink.table

@@ -271,3 +271,16 @@ def test_every_built_in_table_exists_in_the_schema():
     for sink in parsers.SINKS:
         if sink.table is not None:
             assert f"CREATE TABLE {sink.table} (" in schema
+
+
+def test_a_failing_plugin_parser_costs_only_its_record():
+    def broken(msg: parsers.Message) -> list[dict]:
+        return [{"timestamp": msg.at, "ph": float(msg.payload)}]
+
+    sinks = SinkTable()
+    sinks.add(Sink("ph_reading/ph", broken, "ph_readings"))
+    sinks.add(Sink("ph_reading/raw", lambda msg: {"not": "a list"}, "ph_readings"))
+    with pytest.raises(ParseError, match=r"^pioreactor/u1/exp1/ph_reading/ph: the parser of 'ph_reading/ph' failed: ValueError"):
+        rows_for(record("ph_reading/ph", "acidic"), RECEIVED, sinks)
+    with pytest.raises(ParseError, match="must return a list of dicts"):
+        rows_for(record("ph_reading/raw", "1"), RECEIVED, sinks)
