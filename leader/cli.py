@@ -376,28 +376,323 @@ def leader_status(as_json: bool) -> None:
         sys.exit(1)
 
 
+# --- the leader's database: experiments, export, backup, logs ---------------------------------------
+
+
+def _db_option(f: Any) -> Any:
+    return click.option("--db", "db_path", default=None, type=click.Path(dir_okay=False),
+                        help="the leader's database (default: $PIO_STATE_DIR/leader/pioreactor.sqlite)")(f)
+
+
+def _db(db_path: str | None, readonly: bool = False) -> Any:
+    """The leader's database; a missing or too-new one is one line on stderr."""
+    from leader import credentials, database
+
+    path = db_path or database.default_path(credentials.default_leader_dir())
+    try:
+        return database.connect(path, readonly=readonly)
+    except (database.DatabaseError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    except Exception as e:  # sqlite3.Error: not a database, locked past the busy timeout, ...
+        raise click.ClickException(f"cannot open the leader database {path}: {e}") from None
+
+
+def _split_units(units: tuple[str, ...]) -> list[str]:
+    return [u.strip() for item in units for u in item.split(",") if u.strip()]
+
+
+def _data_errors() -> tuple[type[Exception], ...]:
+    from leader.backup import BackupError
+    from leader.datasets import DatasetError
+    from leader.experiments import ExperimentError
+    from leader.export import ExportError
+
+    return (ExperimentError, DatasetError, ExportError, BackupError)
+
+
 @pios.group("experiments")
 def experiments_group() -> None:
-    """The experiments the topology declares."""
+    """Experiments in the leader's database: create, list, assign units, label, end, delete."""
 
 
 @experiments_group.command("list")
-@click.option("--topology", "topology_path", default="topology.yaml", show_default=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
-def experiments_list(topology_path: str, as_json: bool) -> None:
-    """Each experiment with its units and jobs."""
+@click.option("--topology", "topology_path", default=None, type=click.Path(dir_okay=False),
+              help="say which experiments this topology declares (default: ./topology.yaml if it exists)")
+@click.option("--counts", is_flag=True, help="rows per table for each experiment")
+@click.option("--json", "as_json", is_flag=True, help="stable JSON: one object per experiment")
+@_db_option
+def experiments_list(topology_path: str | None, counts: bool, as_json: bool, db_path: str | None) -> None:
+    """Every experiment in the database (oldest first) with its units, and whether the topology
+    declares it. Experiments the topology declares but the database does not hold are listed too."""
     import json
+    import os
 
-    topology = _topology(topology_path)
-    rows = [
-        {"experiment": name, "units": list(exp.units), "jobs": sorted({j for u in exp.units for j in topology.jobs_for(u)})}
-        for name, exp in sorted(topology.experiments.items())
-    ]
+    from actors.topology import TopologyError, load
+    from leader import credentials, database
+    from leader import experiments as ex
+
+    declared: set[str] | None = None
+    path = topology_path or ("topology.yaml" if os.path.exists("topology.yaml") else None)
+    if path is not None:
+        try:
+            declared = set(load(path, check_jobs=False).experiments)
+        except TopologyError as e:
+            raise click.ClickException(str(e)) from None
+    rows: list[dict[str, Any]] = []
+    if db_path or os.path.exists(database.default_path(credentials.default_leader_dir())):
+        conn = _db(db_path, readonly=True)
+        try:
+            rows = ex.list_experiments(conn, counts=counts)
+        finally:
+            conn.close()
+    for r in rows:
+        r["in_database"] = True
+        r["in_topology"] = None if declared is None else r["experiment"] in declared
+    for name in sorted((declared or set()) - {r["experiment"] for r in rows}):
+        rows.append({"experiment": name, "created_at": None, "ended_at": None, "description": "", "origin": None,
+                     "units": [], "labels": {}, "in_database": False, "in_topology": True})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    if not rows:
+        click.echo("no experiments yet; create one with `pios experiments create NAME`")
+        return
+    click.echo(f"{'EXPERIMENT':<20} {'CREATED':<25} {'ENDED':<25} {'TOPOLOGY':<9} {'UNITS':<24} DESCRIPTION")
     for r in rows:
-        click.echo(f"{r['experiment']:<16} units: {', '.join(r['units']) or '-'}   jobs: {', '.join(r['jobs']) or '-'}")
+        topo = {None: "-", True: "yes", False: "no"}[r["in_topology"]]
+        created = r["created_at"] or "(not in database)"
+        units = ", ".join(f"{u} ({r['labels'][u]})" if u in r["labels"] else u for u in r["units"]) or "-"
+        click.echo(f"{r['experiment']:<20} {created:<25} {r['ended_at'] or '-':<25} {topo:<9} {units:<24} {r['description']}")
+        if counts and r["in_database"]:
+            click.echo("    rows: " + (", ".join(f"{t} {n}" for t, n in r["rows"].items() if n) or "none"))
+
+
+@experiments_group.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="one line saying what the experiment is")
+@_db_option
+def experiments_create(name: str, description: str, db_path: str | None) -> None:
+    """Create experiment NAME."""
+    from leader import experiments as ex
+
+    conn = _db(db_path)
+    try:
+        exp = ex.create(conn, name, description, utc_now())
+    except _data_errors() as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        conn.close()
+    click.echo(f"created experiment {exp['experiment']} at {exp['created_at']}")
+
+
+@experiments_group.command("assign")
+@click.argument("name")
+@click.option("--units", "units", multiple=True, required=True, help="units, comma-separated (or repeat the option)")
+@_db_option
+def experiments_assign(name: str, units: tuple[str, ...], db_path: str | None) -> None:
+    """Make units work for experiment NAME (a unit in another experiment moves)."""
+    from leader import experiments as ex
+
+    wanted = _split_units(units)
+    conn = _db(db_path)
+    try:
+        moves = ex.assign(conn, name, wanted, utc_now())
+    except _data_errors() as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        conn.close()
+    moved = {m["unit"]: m["from"] for m in moves}
+    for unit in wanted:
+        if unit not in moved:
+            click.echo(f"{unit}: already in {name}")
+        elif moved[unit] is None:
+            click.echo(f"{unit}: assigned to {name}")
+        else:
+            click.echo(f"{unit}: moved from {moved[unit]} to {name}")
+
+
+@experiments_group.command("unassign")
+@click.argument("name")
+@click.option("--units", "units", multiple=True, required=True, help="units, comma-separated (or repeat the option)")
+@_db_option
+def experiments_unassign(name: str, units: tuple[str, ...], db_path: str | None) -> None:
+    """Take units out of experiment NAME."""
+    from leader import experiments as ex
+
+    conn = _db(db_path)
+    try:
+        done = ex.unassign(conn, name, _split_units(units), utc_now())
+    except _data_errors() as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        conn.close()
+    click.echo(f"unassigned from {name}: {', '.join(done)}")
+
+
+@experiments_group.command("end")
+@click.argument("name")
+@_db_option
+def experiments_end(name: str, db_path: str | None) -> None:
+    """Mark experiment NAME ended and take its units out of it (its data stays)."""
+    from leader import experiments as ex
+
+    now = utc_now()
+    conn = _db(db_path)
+    try:
+        units = ex.end(conn, name, now)
+    except _data_errors() as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        conn.close()
+    click.echo(f"ended {name} at {now}; units unassigned: {', '.join(units) or 'none'}")
+
+
+@experiments_group.command("delete")
+@click.argument("name")
+@click.option("-y", "--yes", is_flag=True, help="do not ask for confirmation")
+@_db_option
+def experiments_delete(name: str, yes: bool, db_path: str | None) -> None:
+    """Delete experiment NAME and every row of its data (asks first; export it before)."""
+    from leader import experiments as ex
+
+    conn = _db(db_path)
+    try:
+        try:
+            ex.get(conn, name)
+            if not yes:
+                total = sum(ex.row_counts(conn, name).values())
+                click.confirm(f"Delete experiment {name} and its {total} data rows? This cannot be undone", abort=True, err=True)
+            deleted = ex.delete(conn, name)
+        except _data_errors() as e:
+            raise click.ClickException(str(e)) from None
+    finally:
+        conn.close()
+    click.echo(f"deleted experiment {name}; rows deleted: {sum(deleted.values())}")
+    for table, n in deleted.items():
+        if n:
+            click.echo(f"  {table}: {n}")
+
+
+@experiments_group.command("label")
+@click.argument("name")
+@click.argument("unit")
+@click.argument("label")
+@_db_option
+def experiments_label(name: str, unit: str, label: str, db_path: str | None) -> None:
+    """Give UNIT the label LABEL in experiment NAME (labels are unique within an experiment)."""
+    from leader import experiments as ex
+
+    conn = _db(db_path)
+    try:
+        ex.set_label(conn, name, unit, label, utc_now())
+    except _data_errors() as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        conn.close()
+    click.echo(f"{unit} is {label.strip()!r} in {name}")
+
+
+@pios.command("export")
+@click.option("--experiment", required=True, help="the experiment to export (one per export)")
+@click.option("--dataset", "datasets", multiple=True, help="a dataset to export (repeat for several; default: all)")
+@click.option("--start", default=None, help="only rows at or after this UTC time, with Z or an offset (2025-01-31T14:00:00Z)")
+@click.option("--end", default=None, help="only rows before this time, with Z or an offset")
+@click.option("--partition-by-unit", is_flag=True, help="one CSV per unit: <dataset>/<unit>.csv")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="the zip file to write")
+@click.option("--force", is_flag=True, help="replace the output file if it exists")
+@_db_option
+def export_cmd(experiment: str, datasets: tuple[str, ...], start: str | None, end: str | None, partition_by_unit: bool,
+               output: str, force: bool, db_path: str | None) -> None:
+    """Export an experiment's data: a zip of CSV files with a manifest.json (docs/data.md)."""
+    from leader.export import export
+
+    bar: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar.append(click.progressbar(length=max(total, 1), label="exporting", file=sys.stderr, show_pos=True))
+            bar[0].__enter__()
+            bar.append(0)
+        bar[0].update(done - bar[1])
+        bar[1] = done
+
+    conn = _db(db_path, readonly=True)  # read-only: never blocks the ingest writer
+    try:
+        result = export(conn, experiment, output, datasets=list(datasets) or None, start=start, end=end,
+                        partition_by_unit=partition_by_unit, progress=progress, overwrite=force)
+    except _data_errors() as e:
+        raise click.ClickException(str(e)) from None
+    finally:
+        if bar:
+            bar[0].__exit__(None, None, None)
+        conn.close()
+    click.echo(f"exported {result.rows} rows of {experiment} ({len(result.datasets)} datasets) to {result.path}")
+
+
+@pios.command("backup")
+@click.option("-o", "--output", "output", required=True, type=click.Path(dir_okay=False), help="the backup file to write")
+@click.option("--force", is_flag=True, help="replace the output file if it exists")
+@_db_option
+def backup_cmd(output: str, force: bool, db_path: str | None) -> None:
+    """Copy the leader's database while it runs (the ingest keeps writing), checked for integrity."""
+    from leader import credentials, database
+    from leader.backup import backup
+
+    src = db_path or database.default_path(credentials.default_leader_dir())
+    try:
+        result = backup(src, output, force=force)
+    except _data_errors() as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"backed up {src} to {result.path}: {result.bytes} bytes, integrity ok, {result.seconds:.1f} s")
+
+
+@pios.command("logs")
+@click.option("--experiment", default=None, help="only this experiment's logs")
+@click.option("--units", "units", multiple=True, help="only these units, comma-separated (or repeat the option)")
+@click.option("--level", default=None, help="this level and more severe: debug, info, notice, warning, error, critical")
+@click.option("-n", "lines", default=50, show_default=True, type=click.IntRange(min=0), help="how many of the latest lines")
+@click.option("-f", "--follow", is_flag=True, help="keep printing new lines as they arrive (Ctrl-C to stop)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+@_db_option
+def logs_cmd(experiment: str | None, units: tuple[str, ...], level: str | None, lines: int, follow: bool, as_json: bool,
+             db_path: str | None) -> None:
+    """The units' log lines stored in the leader's database, oldest first."""
+    import json
+    import time
+
+    from leader.datasets import levels_from, read_logs
+
+    if level is not None:
+        try:
+            levels_from(level)
+        except _data_errors() as e:
+            raise click.ClickException(str(e)) from None
+    conn = _db(db_path, readonly=True)
+    wanted = _split_units(units)
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            if as_json:
+                click.echo(json.dumps({k: v for k, v in r.items() if k != "rowid"}))
+            else:
+                click.echo(f"{r['timestamp']} {r['pioreactor_unit']} [{r['experiment']}] {str(r['level']).upper():<8} {r['task']}: {r['message']}")
+
+    try:
+        rows = read_logs(conn, experiment=experiment, units=wanted, level=level, limit=lines)
+        show(rows)
+        if not follow:
+            return
+        last = rows[-1]["rowid"] if rows else (conn.execute("SELECT MAX(rowid) FROM logs").fetchone()[0] or 0)
+        while True:  # poll by rowid: new rows only, in arrival order
+            time.sleep(0.5)
+            new = read_logs(conn, experiment=experiment, units=wanted, level=level, after_rowid=last)
+            if new:
+                show(new)
+                last = new[-1]["rowid"]
+    except KeyboardInterrupt:
+        pass
+    finally:
+        conn.close()
 
 
 @pios.command("demo", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
