@@ -384,11 +384,16 @@ def _db_option(f: Any) -> Any:
                         help="the leader's database (default: $PIO_STATE_DIR/leader/pioreactor.sqlite)")(f)
 
 
-def _db(db_path: str | None, readonly: bool = False) -> Any:
-    """The leader's database; a missing or too-new one is one line on stderr."""
+def _db(db_path: str | None, readonly: bool = False, create: bool = False) -> Any:
+    """The leader's database; a missing or too-new one is one line on stderr. Only `create` may make
+    a new database file (a typo in --db must not leave an empty database behind)."""
+    import os
+
     from leader import credentials, database
 
     path = db_path or database.default_path(credentials.default_leader_dir())
+    if not create and not os.path.exists(path):
+        raise click.ClickException(f"no leader database at {path}; start the leader first (pios leader start) or create an experiment")
     try:
         return database.connect(path, readonly=readonly)
     except (database.DatabaseError, OSError) as e:
@@ -475,7 +480,7 @@ def experiments_create(name: str, description: str, db_path: str | None) -> None
     """Create experiment NAME."""
     from leader import experiments as ex
 
-    conn = _db(db_path)
+    conn = _db(db_path, create=True)
     try:
         exp = ex.create(conn, name, description, utc_now())
     except _data_errors() as e:

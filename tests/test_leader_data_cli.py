@@ -203,3 +203,13 @@ def test_logs_follow_prints_new_lines_as_they_arrive(leader):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_commands_other_than_create_do_not_make_a_database(leader):
+    pios, db = leader
+    refused(pios("experiments", "assign", "growth-1", "--units", "sim01", check=False), "no leader database at")
+    refused(pios("experiments", "end", "growth-1", check=False), "no leader database at")
+    assert not os.path.exists(db)
+    assert json.loads(pios("experiments", "list", "--json").stdout) == []
+    pios("experiments", "create", "growth-1")
+    assert os.path.exists(db)
