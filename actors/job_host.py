@@ -43,6 +43,7 @@ from actors.messages import (
     Ping,
     Pong,
     Publish,
+    PublishMany,
     ReadAdc,
     ReadHallEdges,
     ReadTemperature,
@@ -130,6 +131,7 @@ class JobHost(ActorTypeDispatcher):
         super().__init__(*args, **kwargs)
         self.config: JobConfig | None = None
         self.job: Job | None = None
+        self.outgoing: list[Publish] = []  # this handler's publications, sent together by _flush
         self.specs: dict[str, Setting] = {}
         self.values: dict[str, Any] = {}
         self.state = State.INIT
@@ -154,6 +156,21 @@ class JobHost(ActorTypeDispatcher):
         except Exception:
             self._crash(f"error while handling {type(message).__name__}:\n{traceback.format_exc()}")
             return None
+        finally:
+            self._flush()
+
+    def _out(self, publish: Publish) -> None:
+        self.outgoing.append(publish)
+
+    def _flush(self) -> None:
+        """Everything one handler published goes to the bridge as one message, in order: a reading's
+        several topics cost one actor message, and a burst cannot pile up thousands of queued sends
+        (past ~950 Thespian blocks the sender, and timers were seen to stall)."""
+        if not self.outgoing or self.bridge is None:
+            self.outgoing.clear()
+            return
+        batch, self.outgoing = self.outgoing, []
+        self.send(self.bridge, batch[0] if len(batch) == 1 else PublishMany(items=tuple(batch)))
 
     def _crash(self, reason: str) -> None:
         if self.crashed:
@@ -222,12 +239,12 @@ class JobHost(ActorTypeDispatcher):
 
     def publish(self, attr: str, payload: Any, retain: bool = False, qos: int = 0) -> None:
         topic = topics.job_topic(self.unit, self.experiment, self.job_name, attr)
-        self.send(self.bridge, Publish(topic=topic, payload=topics.encode(payload), retain=retain, qos=qos))
+        self._out(Publish(topic=topic, payload=topics.encode(payload), retain=retain, qos=qos))
 
     def publish_topic(self, topic: str, payload: Any, retain: bool = False, qos: int = 0) -> None:
         """A record outside the job's own topics (``dosing_events``, ``bioreactor/...``): local
         subscribers get it at once, the broker when connected."""
-        self.send(self.bridge, Publish(topic=topic, payload=topics.encode(payload), retain=retain, qos=qos))
+        self._out(Publish(topic=topic, payload=topics.encode(payload), retain=retain, qos=qos))
 
     def log(self, level: str, message: str) -> None:
         level = level.upper()
@@ -237,7 +254,7 @@ class JobHost(ActorTypeDispatcher):
         now = utc_iso(self.clock.now())
         payload = {"message": message, "level": level, "task": self.job_name, "source": "app", "timestamp": now}
         topic = topics.log_topic(self.unit, self.experiment, "app", level)
-        self.send(self.bridge, Publish(topic=topic, payload=json.dumps(payload), qos=1))
+        self._out(Publish(topic=topic, payload=json.dumps(payload), qos=1))
 
     def subscribe(self, topic_filter: str, callback: Callable[[str, str], None], retained: bool = True) -> None:
         """Data from other jobs: delivered by the bridge from local publishers (even with the broker
@@ -404,7 +421,7 @@ class JobHost(ActorTypeDispatcher):
                 for name, spec in self.specs.items():
                     if not spec.persist:
                         topic = topics.job_topic(self.unit, self.experiment, self.job_name, name)
-                        self.send(self.bridge, Publish(topic=topic, payload="", retain=True, qos=1))
+                        self._out(Publish(topic=topic, payload="", retain=True, qos=1))
             self.send(self.bridge, Unsubscribe())
         self.stopped = True
 
@@ -462,14 +479,14 @@ class JobHost(ActorTypeDispatcher):
 
     def _publish_state(self) -> None:
         topic = topics.state_topic(self.unit, self.experiment, self.job_name)
-        self.send(self.bridge, Publish(topic=topic, payload=self.state.value, retain=True, qos=1))
+        self._out(Publish(topic=topic, payload=self.state.value, retain=True, qos=1))
 
     def _publish_setting(self, name: str) -> None:
         value = self.values.get(name)
         if value is None:
             return
         topic = topics.job_topic(self.unit, self.experiment, self.job_name, name)
-        self.send(self.bridge, Publish(topic=topic, payload=topics.encode(value), retain=True, qos=1))
+        self._out(Publish(topic=topic, payload=topics.encode(value), retain=True, qos=1))
 
     def _report_state(self, error: str | None = None, requested: bool = False) -> None:
         assert self.config is not None

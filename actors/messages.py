@@ -203,6 +203,13 @@ class Publish:
 
 
 @attrs.frozen(kw_only=True)
+class PublishMany:
+    """Several publications from one sender, handled by the bridge in order as if sent one by one."""
+
+    items: tuple[Publish, ...]
+
+
+@attrs.frozen(kw_only=True)
 class Subscribe:
     """Deliver messages matching these filters to the sender (from the broker and from local publishers)."""
 

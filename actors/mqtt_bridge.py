@@ -37,6 +37,7 @@ from actors.messages import (
     MqttMessage,
     NodeConfig,
     Publish,
+    PublishMany,
     Subscribe,
     Unsubscribe,
 )
@@ -241,6 +242,10 @@ class MQTTBridge(ActorTypeDispatcher):
                 self.retained[msg.topic] = (msg.payload, msg.qos)
         self._keep(msg)
         self._send_to_broker(msg)  # batches to the ingest go on the tick, many records at a time
+
+    def receiveMsg_PublishMany(self, msg: PublishMany, sender: Any) -> None:
+        for item in msg.items:
+            self.receiveMsg_Publish(item, sender)
 
     def _keep(self, msg: Publish) -> None:
         """Append a record to the outbox before it is sent anywhere."""

@@ -3,8 +3,9 @@
 ``pios leader start`` runs this as a background process (``--foreground`` for systemd); ``pios leader
 stop`` ends it with SIGTERM, which stops the broker too. Its files are under the leader's state dir
 (``$PIO_STATE_DIR/leader``): ``credentials.json``, ``broker/`` (config, ACL, passwords, persistence, log),
-``leader.json`` (pid, ready), ``leader.log`` (ClusterWatch's lines) and ``cluster.json`` (the last view of
-every unit, for ``pios leader status``).
+``leader.json`` (pid, ready), ``leader.log`` (ClusterWatch's and the ingest's lines), ``cluster.json`` (the
+last view of every unit, for ``pios leader status``), ``pioreactor.sqlite`` (the database the ingest fills
+from the units' outboxes) and ``ingest.json`` (the ingest's health figures, for ``pios status``).
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from actors.topology import TopologyError, load
 from leader import credentials
 from leader.broker import BrokerError, ManagedBroker
 from leader.cluster_watch import ClusterWatch
+from leader.database import DatabaseError, default_path
 from leader.deployer import desired_states
+from leader.ingestor import Ingestor
 
 PID_FILE = "leader.json"
 LOG_FILE = "leader.log"
 CLUSTER_FILE = "cluster.json"
+INGEST_FILE = "ingest.json"
 
 
 def _write_json(path: str, data: Any) -> None:
@@ -48,6 +52,10 @@ class Leader:
             credentials.write_unit_files(self.secrets, self.topology.units)
         self.watch = ClusterWatch(self.topology.units)
         self.broker = ManagedBroker(self.topology, leader_dir)
+        self.ingestor = Ingestor(
+            default_path(leader_dir), self.topology.broker.host, self.topology.broker.port,
+            credentials.LEADER, self.secrets[credentials.LEADER], log=self.log,
+        )
         self.stopping = threading.Event()
         self.client: Any = None
 
@@ -65,11 +73,14 @@ class Leader:
         self.client = client
         client.connect(self.topology.broker.host, self.topology.broker.port, keepalive=30)
         client.loop_start()
+        self.ingestor.start()
         _write_json(os.path.join(self.dir, PID_FILE), {"pid": os.getpid(), "ready": True, "broker_pid": self.broker.pid})
         try:
             while not self.stopping.wait(1.0):
                 _write_json(os.path.join(self.dir, CLUSTER_FILE), {"updated_at": utc_iso(time.time()), "units": self.watch.snapshot()})
+                _write_json(os.path.join(self.dir, INGEST_FILE), self.ingestor.health())
         finally:
+            self.ingestor.stop()
             client.loop_stop()
             client.disconnect()
             self.broker.stop()
@@ -100,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     leader_dir = args.leader_dir or credentials.default_leader_dir()
     try:
         leader = Leader(args.topology, leader_dir, args.unit_credentials)
-    except (TopologyError, credentials.CredentialsError) as e:
+    except (TopologyError, credentials.CredentialsError, DatabaseError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     signal.signal(signal.SIGTERM, lambda *_: leader.stopping.set())

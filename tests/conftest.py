@@ -66,8 +66,9 @@ def node_factory(tmp_path, broker):
 
     nodes = []
 
-    def make(unit="sim01", time_scale=10.0, simulation=None):
-        node = Node(tmp_path / unit, broker, unit=unit, time_scale=time_scale, simulation=simulation)
+    def make(unit="sim01", time_scale=10.0, simulation=None, via=None):
+        # `via`: anything with host and port between the node and the broker (a cuttable proxy).
+        node = Node(tmp_path / unit, via or broker, unit=unit, time_scale=time_scale, simulation=simulation)
         nodes.append(node)
         return node
 
