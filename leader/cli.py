@@ -140,12 +140,14 @@ def apply(topology_path: str, dry_run: bool, as_json: bool) -> None:
 @click.option("--topology", "topology_path", default="topology.yaml", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="stable JSON: one object per unit")
 def status(topology_path: str, as_json: bool) -> None:
-    """Desired against actual for every unit: reachable, desired jobs, actual jobs, in sync."""
+    """Desired against actual for every unit: reachable, desired jobs, actual jobs, in sync; and how
+    its data reaches the leader's database (rows per minute, lag, errors, gaps, clock skew)."""
     import json
 
     from actors import topics
 
     topology = _topology(topology_path)
+    ingest = _ingest_health()
     client = _connect(topology)
     try:
         held = client.retained([topics.node_topic("+", "+")])
@@ -167,6 +169,7 @@ def status(topology_path: str, as_json: bool) -> None:
             "actual_jobs": actual_jobs,
             "in_sync": in_sync if desired else not actual_jobs,
             "errors": (actual or {}).get("errors", []),
+            "ingest": (ingest or {}).get("units", {}).get(unit),
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -177,6 +180,39 @@ def status(topology_path: str, as_json: bool) -> None:
         click.echo(f"{'':<12} {'':<13} {'':<12} actual:  {', '.join(r['actual_jobs']) or '-'}")
         for error in r["errors"]:
             click.echo(f"{'':<12} error: {error}")
+        click.echo(f"{'':<12} data:    {_ingest_line(r['ingest'], ingest)}")
+
+
+def _ingest_health() -> dict[str, Any] | None:
+    """The leader daemon's ingest figures (``ingest.json``, rewritten every second), if it runs here."""
+    import json
+    import os
+    import time
+
+    from leader import credentials
+    from leader.daemon import INGEST_FILE
+
+    path = os.path.join(credentials.default_leader_dir(), INGEST_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            health = json.load(f)
+        health["stale"] = time.time() - os.path.getmtime(path) > 10
+        return health
+    except (OSError, ValueError):
+        return None
+
+
+def _ingest_line(unit: dict[str, Any] | None, ingest: dict[str, Any] | None) -> str:
+    if ingest is None:
+        return "no ingest figures (is the leader running here? pios leader start)"
+    if unit is None:
+        return "nothing received yet"
+    lag = f"lag {unit['lag_sent_s']:.1f} s" if unit.get("lag_sent_s") is not None else "lag -"
+    line = (f"{unit['rows_per_minute']} rows/min, {lag}, last at {unit['last_received_at'] or '-'}, "
+            f"errors {unit['errors']}, gaps {unit['gaps_recorded']}")
+    if unit.get("skew_flag"):
+        line += f", CLOCK SKEW {unit['skew_s']:+.1f} s (check chrony/NTP on the unit)"
+    return line + (" (figures stale: the leader daemon is not updating them)" if ingest.get("stale") else "")
 
 
 def _parse_json(text: str | None) -> Any:

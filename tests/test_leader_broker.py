@@ -269,6 +269,8 @@ def test_a_unit_writes_its_own_topics_and_nothing_the_leader_reserves(cluster: d
         topics.desired_topic("sim01"),
         topics.command_topic("sim01"),
         topics.desired_topic("sim02"),
+        topics.ingest_ack_topic("sim01"),  # a unit cannot forge the leader's receipt and prune unsaved data
+        topics.outbox_topic("sim02"),  # nor pose as another unit's outbox
         "pioreactor/$broadcast/demo/stirring/target_rpm/set",
         "elsewhere/anything",
     ]

@@ -94,6 +94,33 @@ def test_the_leader_deploys_a_node_that_logs_in_with_its_own_credentials_and_wat
     assert status(pios) == {} or json.loads(pios("leader", "status", "--json", check=False).stdout)["running"] is False
 
 
+def test_the_leader_database_fills_from_the_unit_through_the_secured_broker(leader):
+    """The unit's outbox drains into the leader's database under its own login (writing its outbox,
+    reading the leader's ack), and `pios status` shows the data arriving."""
+    import sqlite3
+
+    node, topology, pios = leader
+    pios("leader", "start", "--topology", str(topology), "--unit-credentials")
+    node.start()
+    node.wait_job_state("stirring", "ready", timeout=30)
+    db = node.state_dir / "leader" / "pioreactor.sqlite"
+
+    def stored() -> list:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=15)
+        try:
+            return conn.execute("SELECT value FROM settings_history WHERE pioreactor_unit='sim01' AND job_name='stirring' "
+                                "AND setting='target_rpm'").fetchall()
+        finally:
+            conn.close()
+
+    wait_until(lambda: db.exists() and stored(), 30, 0.3, "the unit's settings in the leader's database")
+    assert ("420.0",) in stored() or ("420",) in stored()
+    wait_until(lambda: node.pio_json("status")["outbox"]["last_ack_at"], 30, 0.3, "the unit to receive the leader's ack")
+    rows = {r["unit"]: r for r in json.loads(pios("status", "--topology", str(topology), "--json").stdout)}
+    assert rows["sim01"]["ingest"]["rows"] > 0 and rows["sim01"]["ingest"]["errors"] == 0
+    assert "rows/min" in pios("status", "--topology", str(topology)).stdout
+
+
 def test_a_bad_topology_is_refused_before_anything_starts(leader, tmp_path):
     _node, topology, pios = leader
     bad = tmp_path / "bad.yaml"
