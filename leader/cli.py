@@ -134,6 +134,28 @@ def apply(topology_path: str, dry_run: bool, as_json: bool) -> None:
         click.echo(render(changes))
         if changes and not dry_run:
             click.echo(f"applied to {len({c.unit for c in changes})} unit(s); `pios status` shows when they are in sync")
+    if not dry_run:
+        _record_experiments(topology, quiet=as_json)
+
+
+def _record_experiments(topology: Any, quiet: bool) -> None:
+    """The leader's database learns the applied topology's experiments and assignments (if it has one)."""
+    import os
+
+    from leader import credentials, database, experiments
+
+    path = database.default_path(credentials.default_leader_dir())
+    if not os.path.exists(path):
+        return
+    conn = database.connect(path)
+    try:
+        for line in experiments.sync_topology(conn, topology, utc_now()):
+            if not quiet:
+                click.echo(line)
+    except experiments.ExperimentError as e:
+        raise click.ClickException(f"the units were updated, but the database could not record it: {e}") from None
+    finally:
+        conn.close()
 
 
 @pios.command("status")

@@ -74,6 +74,7 @@ class Leader:
         client.connect(self.topology.broker.host, self.topology.broker.port, keepalive=30)
         client.loop_start()
         self.ingestor.start()
+        self._sync_experiments()
         _write_json(os.path.join(self.dir, PID_FILE), {"pid": os.getpid(), "ready": True, "broker_pid": self.broker.pid})
         try:
             while not self.stopping.wait(1.0):
@@ -85,6 +86,19 @@ class Leader:
             client.disconnect()
             self.broker.stop()
             self.log("INFO leader stopped")
+
+    def _sync_experiments(self) -> None:
+        """The topology's experiments and unit assignments, into the database (see experiments.sync_topology)."""
+        from leader import database, experiments
+
+        conn = database.connect(default_path(self.dir))
+        try:
+            for line in experiments.sync_topology(conn, self.topology, utc_iso(time.time())):
+                self.log(f"INFO {line}")
+        except experiments.ExperimentError as e:
+            self.log(f"ERROR could not record the topology's experiments: {e}")
+        finally:
+            conn.close()
 
     def _on_connect(self, client: Any, _userdata: Any, _flags: Any, reason_code: Any, _props: Any) -> None:
         if reason_code.is_failure:

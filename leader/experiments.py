@@ -247,3 +247,22 @@ def remove_label(conn: sqlite3.Connection, experiment: str, unit: str) -> bool:
     get(conn, experiment)
     with _write(conn):
         return conn.execute("DELETE FROM unit_labels WHERE experiment = ? AND pioreactor_unit = ?", (experiment, unit)).rowcount > 0
+
+
+def sync_topology(conn: sqlite3.Connection, topology: Any, now: str) -> list[str]:
+    """Make the database know the topology's experiments and who works for them: create the ones it
+    lacks (origin ``topology``) and assign their units. Never deletes or ends anything: data outlives
+    a topology edit. Returns one line per change, for the leader's log."""
+    changes = []
+    known = set(names(conn))
+    for name, exp in sorted(topology.experiments.items()):
+        if name not in known:
+            create(conn, name, getattr(exp, "description", "") or "", now=now, origin="topology")
+            changes.append(f"experiment {name} created from the topology")
+        if get(conn, name)["ended_at"] is not None:
+            if exp.units:
+                changes.append(f"experiment {name} has ended; its units in the topology were not assigned to it")
+            continue
+        for move in assign(conn, name, list(exp.units), now) if exp.units else []:
+            changes.append(f"{move['unit']} now works for {name}" + (f" (was {move['from']})" if move["from"] else ""))
+    return changes

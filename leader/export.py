@@ -285,4 +285,21 @@ def _manifest(
             "files": files,
             "columns": [{"name": c.name, "description": c.description, "unit": c.unit} for c in d.all_columns()],
         }
+    out["delivery_gaps"] = _delivery_gaps(conn, exp, parts)
     return out
+
+
+def _delivery_gaps(conn: sqlite3.Connection, exp: dict[str, Any], parts: Sequence[_Part]) -> list[dict[str, Any]]:
+    """Records the exported units could never deliver during the experiment (``ingest_gaps``): a
+    scientist reading the export must learn of a hole in the data from the export itself."""
+    units = sorted({u for p in parts for u in p.units if u is not None})
+    if not units:
+        return []
+    marks = ",".join("?" * len(units))
+    rows = conn.execute(
+        f"SELECT pioreactor_unit, stream, first_seq, last_seq, recorded_at, reason FROM ingest_gaps "
+        f"WHERE pioreactor_unit IN ({marks}) AND recorded_at >= ? AND (? IS NULL OR recorded_at <= ?) ORDER BY recorded_at",
+        (*units, exp["created_at"], exp.get("ended_at"), exp.get("ended_at")),
+    ).fetchall()
+    keys = ("pioreactor_unit", "stream", "first_seq", "last_seq", "recorded_at", "reason")
+    return [dict(zip(keys, tuple(r))) for r in rows]

@@ -208,3 +208,29 @@ def test_bad_labels_are_refused(conn, label):
     with pytest.raises(ex.ExperimentError, match="a label is one line"):
         ex.set_label(conn, "first", "sim01", label, T0)
     assert ex.labels(conn, "first") == {}
+
+
+def test_the_topology_s_experiments_and_assignments_reach_the_database(tmp_path):
+    import textwrap
+
+    from actors.topology import load
+    from leader import database
+
+    path = tmp_path / "topology.yaml"
+    path.write_text(textwrap.dedent("""\
+        units:
+          u1: {hardware: sim, admin_port: 41001}
+          u2: {hardware: sim, admin_port: 41002}
+        experiments:
+          alpha: {units: [u1], description: first run}
+          beta: {units: [u2]}
+        """))
+    conn = database.connect(str(tmp_path / "db.sqlite"))
+    changes = ex.sync_topology(conn, load(str(path), check_jobs=False), "2026-11-28T10:00:00.000Z")
+    assert "experiment alpha created from the topology" in changes and "u2 now works for beta" in changes
+    assert ex.get(conn, "alpha")["origin"] == "topology" and ex.get(conn, "alpha")["description"] == "first run"
+    assert ex.assignments(conn) == {"u1": "alpha", "u2": "beta"}
+    # Applying the same topology again changes nothing; moving a unit records the move.
+    assert ex.sync_topology(conn, load(str(path), check_jobs=False), "2026-11-28T11:00:00.000Z") == []
+    path.write_text(path.read_text().replace("beta: {units: [u2]}", "beta: {units: []}").replace("units: [u1]", "units: [u1, u2]"))
+    assert ex.sync_topology(conn, load(str(path), check_jobs=False), "2026-11-28T12:00:00.000Z") == ["u2 now works for alpha (was beta)"]

@@ -109,6 +109,20 @@ def db_count(conn: sqlite3.Connection, table: str, experiment: str = "growth-7d"
 # --- export ------------------------------------------------------------------------------------
 
 
+def test_the_manifest_names_the_records_a_unit_could_never_deliver(small, tmp_path):
+    path, conn = small
+    conn.execute("INSERT INTO ingest_gaps VALUES ('pio03', 'od_reading', 101, 140, ?, 'dropped by the unit''s outbox bound')",
+                 (utc_iso(START + 3600),))
+    conn.execute("INSERT INTO ingest_gaps VALUES ('pio09', 'od_reading', 1, 2, ?, 'not in this experiment')", (utc_iso(START + 3600),))
+    export(database.connect(path, readonly=True), "growth-7d", str(tmp_path / "out.zip"))
+    manifest, _ = read_zip(str(tmp_path / "out.zip"))
+    assert manifest["delivery_gaps"] == [{
+        "pioreactor_unit": "pio03", "stream": "od_reading", "first_seq": 101, "last_seq": 140,
+        "recorded_at": utc_iso(START + 3600), "reason": "dropped by the unit's outbox bound",
+    }]
+
+
+
 def test_export_writes_every_dataset_with_the_databases_rows_and_a_manifest(small, tmp_path):
     path, conn = small
     out = tmp_path / "out.zip"
