@@ -280,6 +280,7 @@ class Wire:
     supervisor: Any
     pwm: Any = None
     sim: Any = None  # the simulated vessel on a sim unit (timed pump runs, see TimedPumpRun)
+    node: Any = None  # the NodeConfig: where the driver's log lines go (actors.logs.ship)
 
 
 @attrs.frozen(kw_only=True)

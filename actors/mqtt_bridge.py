@@ -117,6 +117,7 @@ class MQTTBridge(ActorTypeDispatcher):
         self.config = msg.config
         self.supervisor = sender
         self.clock = Clock(time_scale=self.config.time_scale, anchor=self.config.clock_anchor)
+        logs.ship(self, self.myAddress, self.config)  # the bridge's own lines go through its own outbox
         try:
             self.outbox = Outbox(os.path.join(self.config.state_dir, OUTBOX_FILE))
         except sqlite3.Error as e:  # the node still runs and publishes live; say loudly what is lost
@@ -135,7 +136,7 @@ class MQTTBridge(ActorTypeDispatcher):
         client.connect_timeout = 2.0
         self.client = client
         self._connect()
-        self._link_changed()
+        self._report()  # the outbox's figures from the start (a backlog from before a power cut)
         self.wakeupAfter(TICK_SECONDS)
 
     def _connect(self) -> None:

@@ -229,7 +229,7 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     def _wire(self) -> None:
         for address in self.drivers.values():
-            self.send(address, Wire(bridge=self.bridge, supervisor=self.myAddress, pwm=self.pwm, sim=self.sim))
+            self.send(address, Wire(bridge=self.bridge, supervisor=self.myAddress, pwm=self.pwm, sim=self.sim, node=self.config))
 
     def receiveMsg_DriverFailed(self, msg: DriverFailed, _sender: Any) -> None:
         self.driver_errors[msg.driver] = msg.error
@@ -253,6 +253,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         assert self.config is not None
         self.bridge = self.createActor(MQTTBridge)
         self.send(self.bridge, Boot(config=self.config))
+        logs.ship(self, self.bridge, self.config)  # the supervisor's own lines reach the leader too
 
     # --- jobs that survive the loss of the node ------------------------------------------------------
 
@@ -688,7 +689,7 @@ class NodeSupervisor(ActorTypeDispatcher):
         self.send(self.bridge, Publish(topic=topic, payload=state, retain=True, qos=1))
 
     def _log(self, level: str, record: JobRecord, message: str) -> None:
-        log.log(logging.getLevelName(level), message)
+        log.log(logging.getLevelName(level), message, extra={logs.SHIPPED: True})
         if self.bridge is None or self.config is None:
             return
         import json
@@ -893,7 +894,7 @@ class NodeSupervisor(ActorTypeDispatcher):
             self.send(self.bridge, Publish(topic=topics.result_topic(self.config.unit), payload=json.dumps(result), qos=1))
 
     def _reconcile_log(self, message: str, level: str = "INFO") -> None:
-        log.log(logging.getLevelName(level), message)
+        log.log(logging.getLevelName(level), message, extra={logs.SHIPPED: True})
         if self.bridge is None or self.config is None:
             return
         experiment = self.desired.experiment if self.desired else topics.NO_EXPERIMENT

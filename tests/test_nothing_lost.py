@@ -150,3 +150,57 @@ def test_a_duplicate_flood_changes_nothing(node_factory, broker, ingest):
     wait_until(lambda: (ingest.health() or {}).get("batches", 0) >= handled + 10, timeout=20, message="the flood to be processed")
     after = {t: ingest.query(f"SELECT COUNT(*) FROM {t}")[0][0] for t in tables}
     assert after == before
+
+
+def test_every_actors_log_lines_reach_the_leaders_database(node_factory, broker, ingest):
+    """Job lines, the supervisor's, a driver's boot lines (logged before the bridge existed) and the
+    bridge's own warning about losing the broker (logged while it was cut off) all arrive."""
+    proxy = Proxy(broker.host, broker.port)
+    try:
+        node = with_source(node_factory(time_scale=100.0, via=proxy)).start()
+        wait_until(lambda: connected(node), timeout=20, message="the node to connect")
+        proxy.cut()
+        wait_until(lambda: not connected(node), timeout=20, message="the node to notice the cut")
+        node.pio("run", "record_source", "--count", "10", "--per_tick", "10")
+        proxy.restore()
+
+        def tasks() -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            for task, message in ingest.query("SELECT task, message FROM logs WHERE pioreactor_unit = ?", node.unit):
+                found.setdefault(task, []).append(message)
+            return found
+
+        wait_until(lambda: {"record_source", "mqtt_bridge", "pigpio_backend"} <= set(tasks()), timeout=30,
+                   message="job, bridge and driver log lines in the database")
+        found = tasks()
+        assert any("lost the broker" in m for m in found["mqtt_bridge"])
+        assert any("GPIO" in m for m in found["pigpio_backend"])
+        assert "ready." in found["record_source"]
+        # Each line once: the log file and the database agree on the bridge's warning.
+        assert sum("lost the broker" in m for m in found["mqtt_bridge"]) == node.log_text().count("lost the broker")
+    finally:
+        proxy.close()
+
+
+def test_a_power_cycle_while_cut_off_loses_nothing(node_factory, broker, ingest):
+    """The unit loses its network, then its power (every process killed at once) with records still
+    in its outbox; it boots again, its network comes back, and every record arrives once."""
+    proxy = Proxy(broker.host, broker.port)
+    try:
+        node = with_source(node_factory(time_scale=100.0, via=proxy)).start()
+        wait_until(lambda: connected(node), timeout=20, message="the node to connect")
+        proxy.cut()
+        wait_until(lambda: not connected(node), timeout=20, message="the node to notice the cut")
+        node.pio("run", "record_source", "--count", "2000", "--per_tick", "50")
+        wait_until(lambda: outbox(node)["pending"] >= 2000, timeout=60, message="a backlog of 2000 records")
+        os.kill(node.daemon_pid, signal.SIGKILL)
+        os.killpg(node.pgid, signal.SIGKILL)
+        wait_until(lambda: not node.processes(), timeout=20, message="every process of the node gone")
+        node.pio("node", "start")
+        node._remember()
+        wait_until(lambda: outbox(node).get("pending", 0) >= 2000, timeout=20, message="the backlog still there after the power cut")
+        proxy.restore()
+        assert wait_all_stored(ingest, node, 2000) == list(range(1, 2001))
+        assert_no_gaps(ingest)
+    finally:
+        proxy.close()

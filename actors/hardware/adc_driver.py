@@ -30,6 +30,7 @@ class AdcDriver(ActorTypeDispatcher):
         self.led: Any = None
 
     def receiveMsg_BootDriver(self, msg: BootDriver, sender: Any) -> None:
+        logs.ship(self, None, msg.node)  # hold this driver's log lines until the bridge is known
         if self.inputs:
             return
         self.supervisor = sender
@@ -41,6 +42,7 @@ class AdcDriver(ActorTypeDispatcher):
             self.send(sender, DriverFailed(driver="adc", error=f"ADC: {e}"))
 
     def receiveMsg_Wire(self, msg: Wire, _sender: Any) -> None:
+        logs.ship(self, msg.bridge, msg.node)  # this driver's log lines reach the leader's database
         self.supervisor = msg.supervisor
 
     def receiveMsg_ReadAdc(self, msg: ReadAdc, sender: Any) -> None:

@@ -34,6 +34,7 @@ class LedDriver(ActorTypeDispatcher):
         self.intensity: dict[str, float] = {p: 0.0 for p in POCKETS}
 
     def receiveMsg_BootDriver(self, msg: BootDriver, sender: Any) -> None:
+        logs.ship(self, None, msg.node)  # hold this driver's log lines until the bridge is known
         if self.chip is not None:
             return
         self.supervisor = sender
@@ -48,6 +49,7 @@ class LedDriver(ActorTypeDispatcher):
             self.send(sender, DriverFailed(driver="led", error=f"LED driver: {e}"))
 
     def receiveMsg_Wire(self, msg: Wire, _sender: Any) -> None:
+        logs.ship(self, msg.bridge, msg.node)  # this driver's log lines reach the leader's database
         self.bridge, self.supervisor = msg.bridge, msg.supervisor
         self._publish()
 

@@ -100,6 +100,7 @@ class PwmDriver(ActorTypeDispatcher):
     # --- setup ----------------------------------------------------------------------------------------
 
     def receiveMsg_BootDriver(self, msg: BootDriver, sender: Any) -> None:
+        logs.ship(self, None, msg.node)  # hold this driver's log lines until the bridge is known
         if self.backend is not None:
             return
         self.supervisor = sender
@@ -121,6 +122,7 @@ class PwmDriver(ActorTypeDispatcher):
         self._report()
 
     def receiveMsg_Wire(self, msg: Wire, _sender: Any) -> None:
+        logs.ship(self, msg.bridge, msg.node)  # this driver's log lines reach the leader's database
         self.bridge, self.supervisor, self.sim = msg.bridge, msg.supervisor, msg.sim
         self._mirror()
 

@@ -31,6 +31,7 @@ class TemperatureDriver(ActorTypeDispatcher):
         self.failing = False
 
     def receiveMsg_BootDriver(self, msg: BootDriver, sender: Any) -> None:
+        logs.ship(self, None, msg.node)  # hold this driver's log lines until the bridge is known
         if self.chip is not None:
             return
         self.clock = Clock(time_scale=msg.node.time_scale, anchor=msg.node.clock_anchor)
@@ -44,6 +45,7 @@ class TemperatureDriver(ActorTypeDispatcher):
         self.wakeupAfter(self.ticker.next_delay(time.monotonic()))
 
     def receiveMsg_Wire(self, msg: Wire, _sender: Any) -> None:
+        logs.ship(self, msg.bridge, msg.node)  # this driver's log lines reach the leader's database
         self.pwm = msg.pwm
 
     def receiveMsg_ReadTemperature(self, msg: ReadTemperature, sender: Any) -> None:
