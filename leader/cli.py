@@ -424,9 +424,13 @@ def leader_status(as_json: bool) -> None:
     except (OSError, ValueError):
         pass
     if as_json:
-        click.echo(json.dumps({"running": pid is not None, "pid": pid, **view}, indent=2))
+        web = {"web_url": _leader_info().get("web_url")} if pid else {"web_url": None}
+        click.echo(json.dumps({"running": pid is not None, "pid": pid, **web, **view}, indent=2))
         return
     click.echo(f"leader: {'running (pid %d)' % pid if pid else 'not running'}")
+    web_url = _leader_info().get("web_url") if pid else None
+    if pid:
+        click.echo(f"dashboard: {web_url or 'not serving (see leader.log)'}")
     for unit in view.get("units", []) if pid else []:
         sync = {True: "in sync", False: "NOT in sync", None: "-"}[unit["in_sync"]]
         click.echo(f"  {unit['unit']:<12} {unit['state']:<13} since {unit['since'] or '-':<25} {sync}")
@@ -756,6 +760,156 @@ def logs_cmd(experiment: str | None, units: tuple[str, ...], level: str | None, 
         pass
     finally:
         conn.close()
+
+
+# --- dashboard users and API tokens --------------------------------------------------------------------
+
+
+def _leader_info() -> dict[str, Any]:
+    """The running leader's leader.json (pid, web_url), or {}."""
+    import json
+    import os
+
+    from leader.daemon import PID_FILE
+
+    try:
+        with open(os.path.join(_leader_dir(), PID_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_password(from_stdin: bool) -> str | None:
+    if not from_stdin:
+        return None
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _audit_cli(conn: Any, action: str, details: dict[str, Any]) -> None:
+    """Admin changes made on the leader's command line are audited too (user `cli:<login>`)."""
+    import getpass
+    import time
+
+    from leader.web import auth
+
+    auth.audit(conn, now=time.time(), username=f"cli:{getpass.getuser()}", role="admin", method="CLI",
+               path="pios " + action.replace("_", " "), action=action, details=details)
+
+
+def _auth_call(db_path: str | None, action: str, details: dict[str, Any], fn: Any, *args: Any, create: bool = False) -> Any:
+    from leader.web import auth
+
+    conn = _db(db_path, create=create)
+    try:
+        try:
+            result = fn(conn, *args)
+        except auth.AuthError as e:
+            raise click.ClickException(str(e)) from None
+        _audit_cli(conn, action, details)
+        return result
+    finally:
+        conn.close()
+
+
+@pios.group("users")
+def users_group() -> None:
+    """Dashboard users: viewer (reads), operator (runs jobs, doses), admin (users, deletes)."""
+
+
+@users_group.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["viewer", "operator", "admin"]), help="what the user may do")
+@click.option("--password-stdin", is_flag=True, help="read the password from the first line of stdin (else one is generated and printed)")
+@_db_option
+def users_add(name: str, role: str, password_stdin: bool, db_path: str | None) -> None:
+    """Add dashboard user NAME."""
+    import time
+
+    from leader.web import auth
+
+    password = _read_password(password_stdin)
+    generated = password is None
+    password = password if password is not None else auth.generate_password()
+    _auth_call(db_path, "user_add", {"username": name, "role": role}, auth.create_user, name, role, password, time.time(), create=True)
+    click.echo(f"added {name} ({role})" + (f"; password: {password}" if generated else ""))
+
+
+@users_group.command("remove")
+@click.argument("name")
+@_db_option
+def users_remove(name: str, db_path: str | None) -> None:
+    """Remove dashboard user NAME with their sessions and API tokens."""
+    from leader.web import auth
+
+    _auth_call(db_path, "user_remove", {"username": name}, auth.remove_user, name)
+    click.echo(f"removed {name}")
+
+
+@users_group.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="read the new password from the first line of stdin (else one is generated and printed)")
+@_db_option
+def users_passwd(name: str, password_stdin: bool, db_path: str | None) -> None:
+    """Set NAME's password (their open sessions end)."""
+    from leader.web import auth
+
+    password = _read_password(password_stdin)
+    generated = password is None
+    password = password if password is not None else auth.generate_password()
+    _auth_call(db_path, "user_passwd", {"username": name}, auth.set_password, name, password)
+    auth.forget_initial_password(_leader_dir(), name)
+    click.echo(f"password of {name} changed" + (f"; new password: {password}" if generated else ""))
+
+
+@users_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="one object per user")
+@_db_option
+def users_list(as_json: bool, db_path: str | None) -> None:
+    """Dashboard users and their roles."""
+    import json
+
+    from leader.web import auth
+
+    conn = _db(db_path, readonly=True)
+    try:
+        users = auth.list_users(conn)
+    finally:
+        conn.close()
+    if as_json:
+        click.echo(json.dumps(users, indent=2))
+        return
+    for u in users:
+        click.echo(f"{u['username']:<20} {u['role']:<9} created {u['created_at']}{'  (disabled)' if u['disabled'] else ''}")
+
+
+@pios.group("tokens")
+def tokens_group() -> None:
+    """API tokens for scripts (sent as `Authorization: Bearer <token>`)."""
+
+
+@tokens_group.command("create")
+@click.argument("name")
+@click.option("--user", "username", required=True, help="the user the token acts as (with their role)")
+@_db_option
+def tokens_create(name: str, username: str, db_path: str | None) -> None:
+    """Create API token NAME for --user; the token is printed once and never stored."""
+    import time
+
+    from leader.web import auth
+
+    token = _auth_call(db_path, "token_create", {"name": name, "username": username}, auth.create_token, username, name, time.time())
+    click.echo(token)
+
+
+@tokens_group.command("revoke")
+@click.argument("name")
+@_db_option
+def tokens_revoke(name: str, db_path: str | None) -> None:
+    """Revoke API token NAME."""
+    from leader.web import auth
+
+    _auth_call(db_path, "token_revoke", {"name": name}, auth.revoke_token, name)
+    click.echo(f"revoked {name}")
 
 
 @pios.command("demo", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

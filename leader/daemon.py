@@ -3,7 +3,7 @@
 ``pios leader start`` runs this as a background process (``--foreground`` for systemd); ``pios leader
 stop`` ends it with SIGTERM, which stops the broker too. Its files are under the leader's state dir
 (``$PIO_STATE_DIR/leader``): ``credentials.json``, ``broker/`` (config, ACL, passwords, persistence, log),
-``leader.json`` (pid, ready), ``leader.log`` (ClusterWatch's and the ingest's lines), ``cluster.json`` (the
+``leader.json`` (pid, ready, web_url: the dashboard), ``leader.log`` (ClusterWatch's and the ingest's lines), ``cluster.json`` (the
 last view of every unit, for ``pios leader status``), ``pioreactor.sqlite`` (the database the ingest fills
 from the units' outboxes) and ``ingest.json`` (the ingest's health figures, for ``pios status``).
 """
@@ -75,17 +75,35 @@ class Leader:
         client.loop_start()
         self.ingestor.start()
         self._sync_experiments()
-        _write_json(os.path.join(self.dir, PID_FILE), {"pid": os.getpid(), "ready": True, "broker_pid": self.broker.pid})
+        web = self._start_web()
+        _write_json(os.path.join(self.dir, PID_FILE), {"pid": os.getpid(), "ready": True, "broker_pid": self.broker.pid,
+                                                       "web_url": web.url if web else None})
         try:
             while not self.stopping.wait(1.0):
                 _write_json(os.path.join(self.dir, CLUSTER_FILE), {"updated_at": utc_iso(time.time()), "units": self.watch.snapshot()})
                 _write_json(os.path.join(self.dir, INGEST_FILE), self.ingestor.health())
         finally:
+            if web is not None:
+                web.stop()
             self.ingestor.stop()
             client.loop_stop()
             client.disconnect()
             self.broker.stop()
             self.log("INFO leader stopped")
+
+    def _start_web(self) -> Any:
+        """The dashboard and HTTP API (leader/web) on leader.address:leader.web_port. A dashboard that
+        cannot start (port taken) is logged; the broker and the ingest go on without it."""
+        try:
+            from leader.web.app import make_app, run_in_thread
+
+            app = make_app(self.dir, self.topology, ingest_health=self.ingestor.health, log_line=self.log)
+            server = run_in_thread(app, self.topology.leader.address, self.topology.leader.web_port)
+        except Exception as e:
+            self.log(f"ERROR the dashboard did not start: {e}")
+            return None
+        self.log(f"INFO dashboard at {server.url}")
+        return server
 
     def _sync_experiments(self) -> None:
         """The topology's experiments and unit assignments, into the database (see experiments.sync_topology)."""

@@ -80,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     leader_up = False
     started: list[str] = []
     try:
+        began = time.time()
         result = pios("leader", "start", "--topology", path, "--unit-credentials")
         print((result.stdout or result.stderr).strip())
         if result.returncode != 0:
             return 1
         leader_up = True
+        _print_dashboard(began)
         for unit in units:
             calibrate_sim_pumps(topology, unit.name)
             result = pio(topology, unit.name, "node", "start")
@@ -106,6 +108,33 @@ def main(argv: list[str] | None = None) -> int:
             print((result.stdout or result.stderr).strip())
         if leader_up:
             print(pios("leader", "stop").stdout.strip())
+
+
+def _print_dashboard(began: float) -> None:
+    """The dashboard's address and, the first time, the generated password of user admin."""
+    from leader import credentials
+    from leader.daemon import PID_FILE
+    from leader.web.auth import INITIAL_PASSWORD_FILE
+
+    leader_dir = credentials.default_leader_dir()
+    try:
+        with open(os.path.join(leader_dir, PID_FILE), encoding="utf-8") as f:
+            url = json.load(f).get("web_url")
+    except (OSError, ValueError):
+        url = None
+    if not url:
+        print(f"dashboard: not serving (see {os.path.join(leader_dir, 'leader.log')})")
+        return
+    print(f"dashboard: {url.replace('://0.0.0.0:', '://127.0.0.1:')}")
+    path = os.path.join(leader_dir, INITIAL_PASSWORD_FILE)
+    try:
+        fresh = os.path.getmtime(path) >= began - 1
+        with open(path, encoding="utf-8") as f:
+            password = f.read().strip()
+    except OSError:
+        print("login: the users you made (`pios users list`)")
+        return
+    print(f"login: admin / {password}" if fresh else f"login: admin, password: see {path}")
 
 
 def _live_view(topology: Topology, stop: dict[str, bool], duration: float | None) -> None:
