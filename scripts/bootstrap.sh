@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Prepare this checkout for tests and the demo: system packages (python3-venv, mosquitto),
-# a local .venv, and an editable install with the test extras. Idempotent and fast on re-runs.
+# a local .venv, an editable install with the test extras, and the dashboard's chart library.
+# Idempotent and fast on re-runs.
+#   --browser: also install Debian's chromium (big; only the browser tests need it).
 set -euo pipefail
+
+WANT_BROWSER=0
+for arg in "$@"; do
+    case "$arg" in
+        --browser) WANT_BROWSER=1 ;;
+        *) printf 'bootstrap: unknown option %s (known: --browser)\n' "$arg" >&2; exit 2 ;;
+    esac
+done
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO_ROOT="$(pwd)"
@@ -38,6 +48,10 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
     apt_install mosquitto
 fi
 
+if [ "$WANT_BROWSER" -eq 1 ] && [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
+fi
+
 if [ ! -x .venv/bin/python ]; then
     log "creating .venv"
     rm -rf .venv
@@ -64,4 +78,6 @@ else
     touch "$STAMP"
     log "install done"
 fi
+# The dashboard's chart library (uPlot) from the npm registry, checked against its published hash.
+.venv/bin/python scripts/fetch_vendor.py
 log "ready: $REPO_ROOT/.venv"

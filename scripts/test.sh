@@ -4,7 +4,7 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/bootstrap.sh
+bash scripts/bootstrap.sh --browser  # the browser tests drive Debian's chromium
 
 if [ "$#" -eq 0 ]; then
     set -- tests  # testpaths in setup.cfg [tool:pytest]
