@@ -105,6 +105,7 @@ def login(browser, cluster, username: str, password: str):
     page.get_by_test_id("login-password").fill(password)
     page.get_by_test_id("login-submit").click()
     page.get_by_test_id("whoami").filter(has_text=username).wait_for(timeout=10_000)
+    assert not page.get_by_test_id("login").is_visible()
     return page
 
 
@@ -123,7 +124,7 @@ def test_a_wrong_password_is_refused_and_the_login_form_says_so(browser, cluster
     error = page.get_by_test_id("login-error")
     page.wait_for_function("() => document.querySelector('[data-testid=login-error]').textContent.length > 0", timeout=10_000)
     assert "password" in error.inner_text().lower() or "invalid" in error.inner_text().lower()
-    assert page.get_by_test_id("topbar").count() == 0 or not page.locator("#topbar").is_visible()
+    assert not page.locator("#topbar").is_visible() and page.get_by_test_id("login").is_visible()
     page.close()
 
 
