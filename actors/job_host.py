@@ -44,6 +44,7 @@ from actors.messages import (
     Pong,
     Publish,
     PublishMany,
+    Published,
     ReadAdc,
     ReadHallEdges,
     ReadTemperature,
@@ -126,12 +127,17 @@ def initial_values(specs: dict[str, Setting], raw: dict[str, str]) -> dict[str, 
     return values
 
 
+SYNC_ACK = "$stop-sync"
+SYNC_TIMEOUT_S = 10.0
+
 class JobHost(ActorTypeDispatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config: JobConfig | None = None
         self.job: Job | None = None
         self.outgoing: list[Publish] = []  # this handler's publications, sent together by _flush
+        self.exiting = False
+        self.report_after_sync: bool | None = None  # a self-stop's `requested`, reported once the bridge confirms
         self.specs: dict[str, Setting] = {}
         self.values: dict[str, Any] = {}
         self.state = State.INIT
@@ -162,15 +168,28 @@ class JobHost(ActorTypeDispatcher):
     def _out(self, publish: Publish) -> None:
         self.outgoing.append(publish)
 
-    def _flush(self) -> None:
+    def _flush(self, ack: str | None = None) -> None:
         """Everything one handler published goes to the bridge as one message, in order: a reading's
         several topics cost one actor message, and a burst cannot pile up thousands of queued sends
         (past ~950 Thespian blocks the sender, and timers were seen to stall)."""
-        if not self.outgoing or self.bridge is None:
+        if (not self.outgoing and ack is None) or self.bridge is None:
             self.outgoing.clear()
             return
         batch, self.outgoing = self.outgoing, []
-        self.send(self.bridge, batch[0] if len(batch) == 1 else PublishMany(items=tuple(batch)))
+        if ack is None and len(batch) == 1:
+            self.send(self.bridge, batch[0])
+        else:
+            self.send(self.bridge, PublishMany(items=tuple(batch), ack=ack))
+
+    def receiveMsg_Published(self, msg: Published, _sender: Any) -> None:
+        if msg.ack == SYNC_ACK:
+            self._report_after_sync()
+
+    def _report_after_sync(self) -> None:
+        if self.report_after_sync is None:
+            return
+        requested, self.report_after_sync = self.report_after_sync, None
+        self._report_state(requested=requested)
 
     def _crash(self, reason: str) -> None:
         if self.crashed:
@@ -350,6 +369,9 @@ class JobHost(ActorTypeDispatcher):
     # --- messages ---------------------------------------------------------------------------------
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, _sender: Any) -> None:
+        if msg.payload == SYNC_ACK:  # the bridge did not confirm in time (it was restarting): go on
+            self._report_after_sync()
+            return
         if not isinstance(msg.payload, tuple) or self.stopped:
             return
         name, gen = msg.payload
@@ -408,6 +430,7 @@ class JobHost(ActorTypeDispatcher):
             self._publish_setting(name)
 
     def receiveMsg_ActorExitRequest(self, _msg: ActorExitRequest, _sender: Any) -> None:
+        self.exiting = True
         if self.job is not None and not self.crashed and self.state not in (State.DISCONNECTED, State.LOST):
             self._transition(State.DISCONNECTED)
         elif self.job is not None and self.crashed:
@@ -473,6 +496,14 @@ class JobHost(ActorTypeDispatcher):
                 # A failing hook is logged and does not stop the transition (reference behaviour).
                 log.exception("%s: %s -> %s hook failed", self.job_name, old, new)
         self._publish_state()
+        if new == State.DISCONNECTED and not self.exiting and self.bridge is not None:
+            # A job that ends by itself (a finished dose): what it published must be in the bridge's
+            # hands (its outbox) before the supervisor hears it is done and ends its process.
+            self.log("INFO", f"{new.value}.")
+            self.report_after_sync = requested
+            self._flush(ack=SYNC_ACK)
+            self.wakeupAfter(SYNC_TIMEOUT_S, payload=SYNC_ACK)
+            return
         self._report_state(requested=requested)
         if new in (State.READY, State.DISCONNECTED):
             self.log("INFO", f"{new.value}.")

@@ -207,6 +207,14 @@ class PublishMany:
     """Several publications from one sender, handled by the bridge in order as if sent one by one."""
 
     items: tuple[Publish, ...]
+    ack: str | None = None  # when set, the bridge answers Published(ack) once it holds every item
+
+
+@attrs.frozen(kw_only=True)
+class Published:
+    """The bridge's answer to a PublishMany with ``ack``: every item is appended and sent on."""
+
+    ack: str
 
 
 @attrs.frozen(kw_only=True)

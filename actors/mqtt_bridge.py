@@ -38,6 +38,7 @@ from actors.messages import (
     NodeConfig,
     Publish,
     PublishMany,
+    Published,
     Subscribe,
     Unsubscribe,
 )
@@ -247,6 +248,8 @@ class MQTTBridge(ActorTypeDispatcher):
     def receiveMsg_PublishMany(self, msg: PublishMany, sender: Any) -> None:
         for item in msg.items:
             self.receiveMsg_Publish(item, sender)
+        if msg.ack is not None:
+            self.send(sender, Published(ack=msg.ack))
 
     def _keep(self, msg: Publish) -> None:
         """Append a record to the outbox before it is sent anywhere."""

@@ -609,9 +609,29 @@ async function renderUnits() {
   // Keep open forms open across a refresh: only replace cards whose content changed shape.
   const openForms = new Set([...grid.querySelectorAll("details[open]")].map((d) => `${d.closest("[data-unit]").dataset.unit}/${d.querySelector("summary").textContent}`));
   const focused = document.activeElement && grid.contains(document.activeElement) && document.activeElement.dataset.testid;
+  // What the user has typed or chosen survives the redraw too (a job changing state mid-form must
+  // not wipe the form): selects first, since choosing one redraws the fields below it.
+  const fields = "select[data-testid], input[data-testid], textarea[data-testid]";
+  const typed = new Map([...grid.querySelectorAll(fields)].map((f) => [f.dataset.testid, f.type === "checkbox" ? f.checked : f.value]));
   grid.replaceChildren(...units.map(unitCard));
   for (const d of grid.querySelectorAll("details")) {
     if (openForms.has(`${d.closest("[data-unit]").dataset.unit}/${d.querySelector("summary").textContent}`)) d.open = true;
+  }
+  for (let pass = 0, changed = true; changed && pass < 4; pass++) {  // a choice can redraw the selects after it
+    changed = false;
+    for (const s of grid.querySelectorAll("select[data-testid]")) {
+      const v = typed.get(s.dataset.testid);
+      if (v !== undefined && v !== s.value && [...s.options].some((o) => o.value === v)) {
+        s.value = v;
+        s.dispatchEvent(new Event("change"));
+        changed = true;
+      }
+    }
+  }
+  for (const f of grid.querySelectorAll("input[data-testid], textarea[data-testid]")) {
+    const v = typed.get(f.dataset.testid);
+    if (v === undefined) continue;
+    if (f.type === "checkbox") f.checked = v; else f.value = v;
   }
   if (focused) { const f = grid.querySelector(`[data-testid="${CSS.escape(focused)}"]`); if (f) f.focus(); }
   if (!units.length) grid.append(el("p", { class: "empty" }, "No units in the topology."));
