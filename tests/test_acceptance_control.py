@@ -26,6 +26,9 @@ from tests.support import MqttWatcher, wait_until
 from tests.test_node_dosing import calibrate_pumps
 
 SEED = 11
+# Accelerated simulations judged on physics: they must not share the 2 cores with other tests.
+pytestmark = pytest.mark.serial
+
 WARM_ROOM = {"ambient_c": 37.0, "lag_hours": 0.0, "initial_od": 0.1, "mu_max": 0.6, "seed": SEED}
 
 

@@ -39,6 +39,10 @@ def actual_in_sync(watcher: MqttWatcher, node, generation: str, since: float | N
 
 def command(node, watcher: MqttWatcher, timeout: float = 20.0, retain: bool = False, **fields) -> dict:
     body = {"id": uuid.uuid4().hex, "expires_at": time.time() + 30, **fields}
+    if not retain:
+        # Commands are not retained: one sent before the node has subscribed is never seen (as with
+        # `pios run`, which reports that unit as not answering). The node says `ready` after subscribing.
+        watcher.wait_for(node_topic(node, "$state"), "ready", timeout=timeout)
     since = time.monotonic()
     watcher.publish(node_topic(node, "command"), json.dumps(body), retain=retain)
     if retain:
