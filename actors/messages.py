@@ -55,6 +55,9 @@ class JobConfig:
 class Boot:
     config: NodeConfig
     resume: bool = False  # restart the jobs that ran when the node was lost (crash, power cut)
+    # The bridge's first subscriptions for the sender, in place before its first connection says
+    # `ready`: a command sent as soon as the node is seen ready is never missed.
+    subscribe: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)

@@ -117,6 +117,8 @@ class MQTTBridge(ActorTypeDispatcher):
 
         self.config = msg.config
         self.supervisor = sender
+        if msg.subscribe:
+            self.routes.append((sender, tuple(sorted(set(msg.subscribe)))))
         self.clock = Clock(time_scale=self.config.time_scale, anchor=self.config.clock_anchor)
         logs.ship(self, self.myAddress, self.config)  # the bridge's own lines go through its own outbox
         try:

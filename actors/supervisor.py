@@ -69,7 +69,6 @@ from actors.messages import (
     SimFault,
     StartJob,
     StopNode,
-    Subscribe,
     Wire,
 )
 from actors.mqtt_bridge import MQTTBridge
@@ -207,7 +206,6 @@ class NodeSupervisor(ActorTypeDispatcher):
             self._start_driver(kind)
         self._start_bridge()
         self._wire()
-        self._subscribe_leader()
         self.wakeupAfter(HEALTH_EVERY_SECONDS, payload=("health",))
         log.info("node %s booted (hardware %s, model %s, time_scale %s)", self.config.unit, self.config.hardware, self.config.model, self.config.time_scale)
         if self.boot_reply is not None:
@@ -252,7 +250,7 @@ class NodeSupervisor(ActorTypeDispatcher):
     def _start_bridge(self) -> None:
         assert self.config is not None
         self.bridge = self.createActor(MQTTBridge)
-        self.send(self.bridge, Boot(config=self.config))
+        self.send(self.bridge, Boot(config=self.config, subscribe=self._leader_filters()))
         logs.ship(self, self.bridge, self.config)  # the supervisor's own lines reach the leader too
 
     # --- jobs that survive the loss of the node ------------------------------------------------------
@@ -669,7 +667,6 @@ class NodeSupervisor(ActorTypeDispatcher):
         log.error("the MQTT bridge died; restarting it")
         self._start_bridge()
         self._wire()
-        self._subscribe_leader()
         for record in self.jobs.values():
             if record.address is not None:
                 self.send(record.address, BridgeChanged(bridge=self.bridge))
@@ -706,10 +703,9 @@ class NodeSupervisor(ActorTypeDispatcher):
 
     # --- following the desired state, answering the leader's commands (docs/leader.md) ---------------
 
-    def _subscribe_leader(self) -> None:
-        assert self.config is not None and self.bridge is not None
-        unit = self.config.unit
-        self.send(self.bridge, Subscribe(filters=(topics.desired_topic(unit), topics.command_topic(unit))))
+    def _leader_filters(self) -> tuple[str, ...]:
+        assert self.config is not None
+        return (topics.desired_topic(self.config.unit), topics.command_topic(self.config.unit))
 
     def receiveMsg_MqttMessage(self, msg: MqttMessage, _sender: Any) -> None:
         if self.config is None:

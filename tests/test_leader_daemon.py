@@ -121,6 +121,27 @@ def test_the_leader_database_fills_from_the_unit_through_the_secured_broker(lead
     assert "rows/min" in pios("status", "--topology", str(topology)).stdout
 
 
+def test_the_workers_keep_running_while_the_leader_is_dead_and_a_restarted_leader_converges_without_restarts(leader):
+    node, topology, pios = leader
+    pios("leader", "start", "--topology", str(topology), "--unit-credentials")
+    node.start()
+    pid = node.wait_job_state("stirring", "ready", timeout=30)["pid"]
+    wait_until(lambda: status(pios).get("sim01", {}).get("in_sync"), 20, 0.3, "sim01 in sync")
+
+    # The leader's machine loses power: its daemon and its broker die at once.
+    info = json.loads((node.state_dir / "leader" / "leader.json").read_text())
+    os.kill(info["pid"], signal.SIGKILL)
+    os.kill(info["broker_pid"], signal.SIGKILL)
+    wait_until(lambda: not node.pio_json("status")["broker"]["connected"], 30, 0.3, "the unit to notice")
+    job = node.job("stirring")
+    assert job["state"] == "ready" and job["pid"] == pid  # control stays local
+
+    pios("leader", "start", "--topology", str(topology), "--unit-credentials")
+    wait_until(lambda: status(pios).get("sim01", {}).get("state") == "ready" and status(pios)["sim01"]["in_sync"], 60, 0.3,
+               "sim01 back in sync with the restarted leader")
+    assert node.job("stirring")["pid"] == pid  # converged without restarting the job
+
+
 def test_a_bad_topology_is_refused_before_anything_starts(leader, tmp_path):
     _node, topology, pios = leader
     bad = tmp_path / "bad.yaml"

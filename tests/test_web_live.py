@@ -169,6 +169,7 @@ def test_bulk_transport_is_never_relayed_even_through_a_legal_filter(broker, mqt
     run(broker, body)
 
 
+@pytest.mark.serial  # a 38 MB burst judged on a 10 s deadline: not with other tests on the same cores
 def test_a_browser_that_stops_reading_loses_its_oldest_messages_and_delays_nobody(broker, mqtt_watcher, monkeypatch):
     monkeypatch.setattr(live, "QUEUE_LIMIT", 200)
     topic = "pioreactor/pio01/exp/od_reading/ods"
