@@ -73,7 +73,10 @@ def run_one(n: int, window: float) -> dict[str, float]:
     full.write_text(topology(n, port, admin_ports, web, with_jobs=True))
 
     def tool(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=120, check=True, stdin=subprocess.DEVNULL)
+        result = subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[1:])} failed: {result.stderr.strip()}")
+        return result
 
     groups: list[int] = []
     try:

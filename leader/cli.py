@@ -175,24 +175,10 @@ def status(topology_path: str, as_json: bool) -> None:
         held = client.retained([topics.node_topic("+", "+")])
     finally:
         client.close()
-    rows = []
-    for unit in sorted(topology.units):
-        state = held.get(topics.node_topic(unit, topics.STATE))
-        desired = _parse_json(held.get(topics.desired_topic(unit)))
-        actual = _parse_json(held.get(topics.actual_topic(unit)))
-        desired_jobs = sorted((desired or {}).get("jobs", {}))
-        actual_jobs = sorted(j for j, v in (actual or {}).get("jobs", {}).items() if v.get("state") in ("init", "ready", "sleeping"))
-        in_sync = bool(actual and desired and actual.get("generation") == desired.get("generation") and actual.get("in_sync"))
-        rows.append({
-            "unit": unit,
-            "reachable": state == "ready",
-            "state": state or "unknown",
-            "desired_jobs": desired_jobs,
-            "actual_jobs": actual_jobs,
-            "in_sync": in_sync if desired else not actual_jobs,
-            "errors": (actual or {}).get("errors", []),
-            "ingest": (ingest or {}).get("units", {}).get(unit),
-        })
+    from leader.cluster_view import unit_view
+
+    keys = ("unit", "reachable", "state", "desired_jobs", "actual_jobs", "in_sync", "errors", "ingest")
+    rows = [{k: view[k] for k in keys} for view in (unit_view(u, held, ingest) for u in sorted(topology.units))]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -235,17 +221,6 @@ def _ingest_line(unit: dict[str, Any] | None, ingest: dict[str, Any] | None) -> 
     if unit.get("skew_flag"):
         line += f", CLOCK SKEW {unit['skew_s']:+.1f} s (check chrony/NTP on the unit)"
     return line + (" (figures stale: the leader daemon is not updating them)" if ingest.get("stale") else "")
-
-
-def _parse_json(text: str | None) -> Any:
-    import json
-
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
 
 
 def _targets(topology: Any, units: tuple[str, ...], experiment: str | None) -> list[str]:

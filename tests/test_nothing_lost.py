@@ -38,6 +38,24 @@ def with_source(node):
     return node
 
 
+@pytest.fixture
+def proxy(broker):
+    """A cuttable link between one node and the broker."""
+    link = Proxy(broker.host, broker.port)
+    try:
+        yield link
+    finally:
+        link.close()
+
+
+def cut_off(node, proxy):
+    """Wait until the node is connected through `proxy`, cut it, and wait until it knows."""
+    wait_until(lambda: connected(node), timeout=20, message="the node to connect through the proxy")
+    proxy.cut()
+    wait_until(lambda: not connected(node), timeout=20, message="the node to notice the cut")
+    return node
+
+
 def outbox(node) -> dict:
     return node.pio_json("status")["outbox"]
 
@@ -60,23 +78,16 @@ def assert_no_gaps(ingest) -> None:
     assert ingest.query("SELECT * FROM ingest_gaps") == []
 
 
-def test_a_30_minute_style_network_cut_loses_nothing(node_factory, broker, ingest):
+def test_a_30_minute_style_network_cut_loses_nothing(node_factory, proxy, ingest):
     """The worker is cut off while it produces 6,000 records (six times the broker's default offline
     queue); once the network is back every one is in the database exactly once."""
-    proxy = Proxy(broker.host, broker.port)
-    try:
-        node = with_source(node_factory(time_scale=100.0, via=proxy)).start()
-        wait_until(lambda: connected(node), timeout=20, message="the node to connect through the proxy")
-        proxy.cut()
-        wait_until(lambda: not connected(node), timeout=20, message="the node to notice the cut")
-        node.pio("run", "record_source", "--count", "6000", "--per_tick", "50")
-        wait_until(lambda: outbox(node)["pending"] >= 6000, timeout=60, message="the outbox to hold 6000 records")
-        assert ingest.values(node.unit) == []  # nothing could have gone out
-        proxy.restore()
-        assert wait_all_stored(ingest, node, 6000) == list(range(1, 6001))
-        assert_no_gaps(ingest)
-    finally:
-        proxy.close()
+    node = cut_off(with_source(node_factory(time_scale=100.0, via=proxy)).start(), proxy)
+    node.pio("run", "record_source", "--count", "6000", "--per_tick", "50")
+    wait_until(lambda: outbox(node)["pending"] >= 6000, timeout=60, message="the outbox to hold 6000 records")
+    assert ingest.values(node.unit) == []  # nothing could have gone out
+    proxy.restore()
+    assert wait_all_stored(ingest, node, 6000) == list(range(1, 6001))
+    assert_no_gaps(ingest)
 
 
 def test_broker_restart_and_ingest_restart_mid_stream(node_factory, broker, ingest):
@@ -102,26 +113,19 @@ def bridge_pid(node) -> int | None:
     return None
 
 
-def test_sigkill_of_the_bridge_while_it_drains(node_factory, broker, ingest):
+def test_sigkill_of_the_bridge_while_it_drains(node_factory, proxy, ingest):
     """Every record written to the outbox arrives exactly once, though the bridge dies mid-drain."""
-    proxy = Proxy(broker.host, broker.port)
-    try:
-        node = with_source(node_factory(time_scale=100.0, via=proxy)).start()
-        wait_until(lambda: connected(node), timeout=20, message="the node to connect")
-        proxy.cut()
-        wait_until(lambda: not connected(node), timeout=20, message="the node to notice the cut")
-        node.pio("run", "record_source", "--count", "5000", "--per_tick", "50")
-        wait_until(lambda: outbox(node)["pending"] >= 5000, timeout=60, message="a backlog of 5000 records")
-        killed = bridge_pid(node)
-        assert killed is not None
-        proxy.restore()
-        wait_until(lambda: 0 < len(ingest.values(node.unit)), timeout=30, message="the drain to start")
-        os.kill(killed, signal.SIGKILL)
-        wait_until(lambda: bridge_pid(node) not in (None, killed), timeout=20, message="the supervisor to restart the bridge")
-        assert wait_all_stored(ingest, node, 5000) == list(range(1, 5001))
-        assert_no_gaps(ingest)
-    finally:
-        proxy.close()
+    node = cut_off(with_source(node_factory(time_scale=100.0, via=proxy)).start(), proxy)
+    node.pio("run", "record_source", "--count", "5000", "--per_tick", "50")
+    wait_until(lambda: outbox(node)["pending"] >= 5000, timeout=60, message="a backlog of 5000 records")
+    killed = bridge_pid(node)
+    assert killed is not None
+    proxy.restore()
+    wait_until(lambda: 0 < len(ingest.values(node.unit)), timeout=30, message="the drain to start")
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: bridge_pid(node) not in (None, killed), timeout=20, message="the supervisor to restart the bridge")
+    assert wait_all_stored(ingest, node, 5000) == list(range(1, 5001))
+    assert_no_gaps(ingest)
 
 
 def test_a_duplicate_flood_changes_nothing(node_factory, broker, ingest):
@@ -152,55 +156,41 @@ def test_a_duplicate_flood_changes_nothing(node_factory, broker, ingest):
     assert after == before
 
 
-def test_every_actors_log_lines_reach_the_leaders_database(node_factory, broker, ingest):
+def test_every_actors_log_lines_reach_the_leaders_database(node_factory, proxy, ingest):
     """Job lines, the supervisor's, a driver's boot lines (logged before the bridge existed) and the
     bridge's own warning about losing the broker (logged while it was cut off) all arrive."""
-    proxy = Proxy(broker.host, broker.port)
-    try:
-        node = with_source(node_factory(time_scale=100.0, via=proxy)).start()
-        wait_until(lambda: connected(node), timeout=20, message="the node to connect")
-        proxy.cut()
-        wait_until(lambda: not connected(node), timeout=20, message="the node to notice the cut")
-        node.pio("run", "record_source", "--count", "10", "--per_tick", "10")
-        proxy.restore()
+    node = cut_off(with_source(node_factory(time_scale=100.0, via=proxy)).start(), proxy)
+    node.pio("run", "record_source", "--count", "10", "--per_tick", "10")
+    proxy.restore()
 
-        def tasks() -> dict[str, list[str]]:
-            found: dict[str, list[str]] = {}
-            for task, message in ingest.query("SELECT task, message FROM logs WHERE pioreactor_unit = ?", node.unit):
-                found.setdefault(task, []).append(message)
-            return found
+    def tasks() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for task, message in ingest.query("SELECT task, message FROM logs WHERE pioreactor_unit = ?", node.unit):
+            found.setdefault(task, []).append(message)
+        return found
 
-        wait_until(lambda: {"record_source", "mqtt_bridge", "pigpio_backend"} <= set(tasks()), timeout=30,
-                   message="job, bridge and driver log lines in the database")
-        found = tasks()
-        assert any("lost the broker" in m for m in found["mqtt_bridge"])
-        assert any("GPIO" in m for m in found["pigpio_backend"])
-        assert "ready." in found["record_source"]
-        # Each line once: the log file and the database agree on the bridge's warning.
-        assert sum("lost the broker" in m for m in found["mqtt_bridge"]) == node.log_text().count("lost the broker")
-    finally:
-        proxy.close()
+    wait_until(lambda: {"record_source", "mqtt_bridge", "pigpio_backend"} <= set(tasks()), timeout=30,
+               message="job, bridge and driver log lines in the database")
+    found = tasks()
+    assert any("lost the broker" in m for m in found["mqtt_bridge"])
+    assert any("GPIO" in m for m in found["pigpio_backend"])
+    assert "ready." in found["record_source"]
+    # Each line once: the log file and the database agree on the bridge's warning.
+    assert sum("lost the broker" in m for m in found["mqtt_bridge"]) == node.log_text().count("lost the broker")
 
 
-def test_a_power_cycle_while_cut_off_loses_nothing(node_factory, broker, ingest):
+def test_a_power_cycle_while_cut_off_loses_nothing(node_factory, proxy, ingest):
     """The unit loses its network, then its power (every process killed at once) with records still
     in its outbox; it boots again, its network comes back, and every record arrives once."""
-    proxy = Proxy(broker.host, broker.port)
-    try:
-        node = with_source(node_factory(time_scale=100.0, via=proxy)).start()
-        wait_until(lambda: connected(node), timeout=20, message="the node to connect")
-        proxy.cut()
-        wait_until(lambda: not connected(node), timeout=20, message="the node to notice the cut")
-        node.pio("run", "record_source", "--count", "2000", "--per_tick", "50")
-        wait_until(lambda: outbox(node)["pending"] >= 2000, timeout=60, message="a backlog of 2000 records")
-        os.kill(node.daemon_pid, signal.SIGKILL)
-        os.killpg(node.pgid, signal.SIGKILL)
-        wait_until(lambda: not node.processes(), timeout=20, message="every process of the node gone")
-        node.pio("node", "start")
-        node._remember()
-        wait_until(lambda: outbox(node).get("pending", 0) >= 2000, timeout=20, message="the backlog still there after the power cut")
-        proxy.restore()
-        assert wait_all_stored(ingest, node, 2000) == list(range(1, 2001))
-        assert_no_gaps(ingest)
-    finally:
-        proxy.close()
+    node = cut_off(with_source(node_factory(time_scale=100.0, via=proxy)).start(), proxy)
+    node.pio("run", "record_source", "--count", "2000", "--per_tick", "50")
+    wait_until(lambda: outbox(node)["pending"] >= 2000, timeout=60, message="a backlog of 2000 records")
+    os.kill(node.daemon_pid, signal.SIGKILL)
+    os.killpg(node.pgid, signal.SIGKILL)
+    wait_until(lambda: not node.processes(), timeout=20, message="every process of the node gone")
+    node.pio("node", "start")
+    node._remember()
+    wait_until(lambda: outbox(node).get("pending", 0) >= 2000, timeout=20, message="the backlog still there after the power cut")
+    proxy.restore()
+    assert wait_all_stored(ingest, node, 2000) == list(range(1, 2001))
+    assert_no_gaps(ingest)

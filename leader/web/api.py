@@ -27,6 +27,7 @@ from actors import topics
 from actors.settings import Setting, SettingError
 from leader import datasets as ds
 from leader import experiments as ex
+from leader.cluster_view import unit_view
 from leader.web import auth
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,7 +38,6 @@ DEFAULT_POINTS = 1000
 MAX_LOG_LIMIT = 1000
 PUMPS = {"media": "add_media", "alt_media": "add_alt_media", "waste": "remove_waste"}
 LED_CHANNELS = ("A", "B", "C", "D")
-UNIT_STATES = ("ready", "lost", "disconnected")
 EXPORT_KEEP_S = 3600.0  # an export's zip is kept this long after it finished
 
 
@@ -245,53 +245,6 @@ def validate_leds(body: Mapping[str, Any]) -> tuple[str, float]:
 
 
 # --- the units' view, from what the broker retains ------------------------------------------------------
-
-
-def _parse_json(text: str | None) -> Any:
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
-
-
-def unit_view(unit: str, held: Mapping[str, str], ingest: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One unit as the dashboard shows it, from the retained ``$node`` topics and job settings."""
-    raw_state = held.get(topics.node_topic(unit, topics.STATE))
-    state = raw_state if raw_state in UNIT_STATES else "unknown"
-    desired = _parse_json(held.get(topics.desired_topic(unit))) or None
-    actual = _parse_json(held.get(topics.actual_topic(unit))) or None
-    actual_jobs = (actual or {}).get("jobs") or {}
-    job_experiments = [j.get("experiment") for j in actual_jobs.values() if j.get("experiment") not in (None, topics.NO_EXPERIMENT)]
-    experiment = (actual or {}).get("experiment") or (desired or {}).get("experiment") or (job_experiments[0] if job_experiments else None)
-    # Each running job's state and settings: the node's own report, then every retained setting the
-    # job published under its experiment (the report holds only the settings the desired state names).
-    jobs: dict[str, dict[str, Any]] = {}
-    for job, info in sorted(actual_jobs.items()):
-        if info.get("state") in (None, "disconnected"):
-            continue
-        entry = jobs[job] = {"state": info.get("state"), "settings": dict(info.get("settings") or {})}
-        prefix = topics.job_topic(unit, info.get("experiment") or experiment or topics.NO_EXPERIMENT, job, "")
-        for topic, payload in held.items():
-            attr = topic[len(prefix):] if topic.startswith(prefix) else ""
-            if attr and "/" not in attr and attr != topics.STATE:
-                entry["settings"][attr] = topics.decode(payload)
-    desired_jobs = sorted((desired or {}).get("jobs", {}))
-    running = sorted(j for j, v in actual_jobs.items() if v.get("state") in ("init", "ready", "sleeping"))
-    in_sync = bool(actual and desired and actual.get("generation") == desired.get("generation") and actual.get("in_sync"))
-    return {
-        "unit": unit,
-        "state": state,
-        "reachable": raw_state == "ready",
-        "experiment": experiment,
-        "in_sync": in_sync if desired else not running,
-        "desired_jobs": desired_jobs,
-        "actual_jobs": running,
-        "jobs": jobs,
-        "errors": (actual or {}).get("errors", []) or [],
-        "ingest": ((ingest or {}).get("units") or {}).get(unit),
-    }
 
 
 # --- the route table ------------------------------------------------------------------------------------

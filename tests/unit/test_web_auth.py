@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from leader import database
+from leader import cluster_view
 from leader.web import api, auth
 
 
@@ -198,10 +199,10 @@ def test_unit_view_reads_state_jobs_and_settings_from_retained_topics():
         "pioreactor/u1/e0/stirring/target_rpm": "999",  # an old experiment's leftovers
         "pioreactor/u2/$node/$state": "lost",
     }
-    u1 = api.unit_view("u1", held, {"units": {"u1": {"rows": 3}}})
+    u1 = cluster_view.unit_view("u1", held, {"units": {"u1": {"rows": 3}}})
     assert u1["state"] == "ready" and u1["experiment"] == "e1" and u1["ingest"] == {"rows": 3}
     assert u1["jobs"] == {"stirring": {"state": "ready", "settings": {"target_rpm": 450.0}}}
     assert u1["actual_jobs"] == ["stirring"] and u1["in_sync"] is False  # runs a job nobody asked for
-    u2 = api.unit_view("u2", held, None)
+    u2 = cluster_view.unit_view("u2", held, None)
     assert u2["state"] == "lost" and not u2["reachable"] and u2["jobs"] == {}
-    assert api.unit_view("u3", held, None)["state"] == "unknown"
+    assert cluster_view.unit_view("u3", held, None)["state"] == "unknown"
