@@ -22,8 +22,9 @@ def cluster(tmp_path, broker, node_factory):
     nodes = [node_factory("sim01").start(), node_factory("sim02").start()]
     path = tmp_path / "cluster.yaml"
 
-    def write(rpm: int, with_od: bool = False) -> None:
+    def write(rpm: int, with_od: bool = False, sim02: str | None = None) -> None:
         extra = "\n                  od_reading: {interval: 10}" if with_od else ""
+        sim02 = sim02 or f"{{stirring: {{target_rpm: {rpm + 100}}}}}"
         path.write_text(textwrap.dedent(f"""\
             cluster: test-lab
             broker: {{host: {broker.host}, port: {broker.port}}}
@@ -37,7 +38,7 @@ def cluster(tmp_path, broker, node_factory):
                 jobs:
                   stirring: {{target_rpm: {rpm}}}{extra}
                 overrides:
-                  sim02: {{stirring: {{target_rpm: {rpm + 100}}}}}
+                  sim02: {sim02}
             """).replace("admin_port: 1}", "admin_port: 1999}"))
 
     write(400)
@@ -80,6 +81,25 @@ def test_apply_dry_run_then_apply_then_nodes_converge_and_status_says_in_sync(cl
     wait_until(lambda: (j := nodes[0].job("stirring")) and j["settings"]["target_rpm"] == 450.0, 20, 0.2, "target 450")
     assert nodes[0].job("stirring")["pid"] == pid
     nodes[0].wait_job_state("od_reading", "ready", timeout=20)
+
+    # One unit's setting edited: only that setting on that unit changes, and nothing restarts.
+    pids = {(i, job): nodes[i].job(job)["pid"] for i in (0, 1) for job in ("stirring", "od_reading")}
+    write(450, with_od=True, sim02="{stirring: {target_rpm: 620}}")
+    plan = pios("apply", str(path), "--dry-run").stdout
+    assert "sim02" in plan and "sim01" not in plan
+    pios("apply", str(path))
+    wait_until(lambda: nodes[1].job("stirring")["settings"]["target_rpm"] == 620.0, 20, 0.2, "sim02 at 620")
+    assert nodes[0].job("stirring")["settings"]["target_rpm"] == 450.0
+    assert {(i, job): nodes[i].job(job)["pid"] for i in (0, 1) for job in ("stirring", "od_reading")} == pids
+
+    # A job removed for one unit stops there only, its output at 0; the other unit is untouched.
+    write(450, with_od=True, sim02="{stirring: null}")
+    pios("apply", str(path))
+    wait_until(lambda: nodes[1].job("stirring") is None, 20, 0.2, "stirring stopped on sim02")
+    outputs = nodes[1].pio_json("status")["outputs"]
+    assert all(v == 0 for v in outputs["pwm"]["outputs"].values()), outputs
+    assert nodes[0].job("stirring")["pid"] == pids[(0, "stirring")]
+    assert nodes[1].job("od_reading")["pid"] == pids[(1, "od_reading")]
 
 
 def test_commands_report_one_result_per_unit_and_an_offline_unit_as_such(cluster):
