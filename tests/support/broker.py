@@ -14,6 +14,8 @@ import time
 import weakref
 from pathlib import Path
 
+from leader.broker import port_accepts
+
 SYSTEM_PORT = 1883  # Debian's system mosquitto service may own this; we never touch it.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 5.0
@@ -46,12 +48,7 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
-def _port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+_port_accepts = port_accepts  # the leader's own probe: something accepts TCP connections there
 
 
 class MosquittoError(RuntimeError):
