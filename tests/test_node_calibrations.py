@@ -144,6 +144,7 @@ class Interactive:
         return code
 
 
+@pytest.mark.serial  # timed pump runs at 20x judged to 3 %: ms of scheduling delay under load are tenths of a ml
 def test_pump_calibration_run_learns_the_pump_and_then_ml_doses_are_true(node_factory, mqtt_watcher: MqttWatcher):
     node = node_factory(time_scale=20.0).start()
     session = Interactive(node, "calibrations", "run", "--device", "media_pump", "--name", "bench", "--durations", "4,8,12", "-y")
