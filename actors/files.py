@@ -26,3 +26,17 @@ def atomic_write(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def output_problem(path: str, replace: bool, example_name: str) -> str | None:
+    """Why a file cannot be written at ``path`` (a folder, an existing file without ``replace``, a
+    missing folder), as one message saying what to do instead; None when it can."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        return f"{path} is a directory; give a file name, e.g. {os.path.join(path, example_name)}"
+    if os.path.exists(target) and not replace:
+        return f"{path} already exists; choose another name or replace it (--force)"
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        return f"folder {folder} does not exist; create it first or write elsewhere"
+    return None

@@ -23,6 +23,7 @@ from typing import Callable
 
 import attrs
 
+from actors.files import output_problem
 from leader import database
 
 PAGES_PER_STEP = 256  # 1 MiB of 4 KiB pages per step: each step holds the source's lock for ~1 ms
@@ -55,13 +56,10 @@ def backup(
     target = os.path.abspath(dest_path)
     if os.path.abspath(src_path) == target:
         raise BackupError(f"{dest_path} is the database itself; write the backup elsewhere")
-    if os.path.isdir(target):
-        raise BackupError(f"{dest_path} is a directory; give a file name, e.g. {os.path.join(dest_path, 'pioreactor-backup.sqlite')}")
-    if os.path.exists(target) and not force:
-        raise BackupError(f"{dest_path} already exists; choose another name or replace it (--force)")
+    problem = output_problem(dest_path, force, "pioreactor-backup.sqlite")
+    if problem:
+        raise BackupError(problem)
     folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        raise BackupError(f"folder {folder} does not exist; create it first or write elsewhere")
     try:
         src = database.connect(src_path, readonly=True)
     except (database.DatabaseError, sqlite3.Error) as e:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import attrs
 
+from actors.files import output_problem
 from leader import datasets as ds
 
 MANIFEST_VERSION = 1
@@ -88,13 +89,10 @@ def export(
     if lo is not None and hi is not None and lo >= hi:
         raise ExportError(f"start {start} is not before end {end}; the export takes rows with start <= timestamp < end")
     target = os.path.abspath(out_path)
-    if os.path.isdir(target):
-        raise ExportError(f"{out_path} is a directory; give a file name, e.g. {os.path.join(out_path, experiment + '.zip')}")
-    if os.path.exists(target) and not overwrite:
-        raise ExportError(f"{out_path} already exists; choose another name or overwrite it (--force)")
+    problem = output_problem(out_path, overwrite, experiment + ".zip")
+    if problem:
+        raise ExportError(problem)
     folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        raise ExportError(f"folder {folder} does not exist; create it first or write elsewhere")
 
     began = not conn.in_transaction
     if began:
